@@ -1,0 +1,71 @@
+"""AutoBot: an AI assistant backend on Trio.
+
+The public surface is what this module re-exports; every implementation module
+is private. See ``docs/architecture.md`` for how the layers fit together.
+"""
+
+from ._breaker import BreakerState, CircuitBreaker
+from ._config import ConfigError, Settings, load_settings
+from ._deadlines import (
+    SCOPES,
+    DeadlineTable,
+    ScopeSpec,
+    UnknownDeadlineScope,
+    current_deadlines,
+    deadline,
+    install_deadlines,
+    suggest_budget,
+)
+from ._errors import (
+    AutoBotError,
+    BadRequest,
+    Conflict,
+    DeadlineExceeded,
+    LLMError,
+    LLMTimeout,
+    LLMUnavailable,
+    NotFound,
+    PayloadTooLarge,
+    RedisUnavailable,
+    ServiceUnavailable,
+    Unauthorized,
+    UpstreamError,
+    ValidationFailed,
+)
+from ._health import DataDirCheck, HealthCheck, HealthReport, run_health_checks
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "SCOPES",
+    "AutoBotError",
+    "BadRequest",
+    "BreakerState",
+    "CircuitBreaker",
+    "ConfigError",
+    "Conflict",
+    "DataDirCheck",
+    "DeadlineExceeded",
+    "DeadlineTable",
+    "HealthCheck",
+    "HealthReport",
+    "LLMError",
+    "LLMTimeout",
+    "LLMUnavailable",
+    "NotFound",
+    "PayloadTooLarge",
+    "RedisUnavailable",
+    "ScopeSpec",
+    "ServiceUnavailable",
+    "Settings",
+    "Unauthorized",
+    "UnknownDeadlineScope",
+    "UpstreamError",
+    "ValidationFailed",
+    "current_deadlines",
+    "deadline",
+    "install_deadlines",
+    "load_settings",
+    "run_health_checks",
+    "suggest_budget",
+]

@@ -1,0 +1,263 @@
+"""Settings: every configurable value, read once at start-up and validated.
+
+Values come from, in rising priority: the defaults below, a TOML file named by
+``AUTOBOT_CONFIG``, and ``AUTOBOT_*`` environment variables. Each setting is
+named once, in :data:`_FIELDS`, with its parser; the parser's ``ValueError``
+message becomes the one line the server prints before exiting with status 2::
+
+    AUTOBOT_PORT: 'abc' is not a port number
+
+The TOML file uses the same names in lower case without the prefix, and a
+``[deadlines]`` table keyed by scope name::
+
+    port = 8080
+    llm_provider = "openai"
+
+    [deadlines]
+    "llm.idle" = 60
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import tomllib
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+from ._deadlines import SCOPES, DeadlineTable
+
+__all__ = ["ConfigError", "Settings", "load_settings"]
+
+_PREFIX = "AUTOBOT_"
+_REDIS_SCHEMES = ("redis", "rediss", "redis+sentinel")
+_LOG_LEVELS = ("debug", "info", "warning", "error")
+
+
+class ConfigError(Exception):
+    """A setting has a value that cannot be used; ``str()`` is the one line to print."""
+
+    def __init__(self, source: str, problem: str) -> None:
+        super().__init__(f"{source}: {problem}")
+        self.source = source
+        self.problem = problem
+
+
+def _text(value: Any) -> str:
+    if not isinstance(value, str) or not value.strip():
+        raise ValueError(f"{value!r} is not a non-empty string")
+    return value.strip()
+
+
+def _port(value: Any) -> int:
+    try:
+        port = int(value)
+    except (TypeError, ValueError):
+        raise ValueError(f"{value!r} is not a port number") from None
+    if isinstance(value, bool) or not 0 <= port <= 65535:
+        raise ValueError(f"{value!r} is not a port number (0-65535)")
+    return port
+
+
+def _positive_int(value: Any) -> int:
+    try:
+        number = int(value)
+    except (TypeError, ValueError):
+        raise ValueError(f"{value!r} is not a whole number") from None
+    if isinstance(value, bool) or number <= 0:
+        raise ValueError(f"{value!r} is not a positive whole number")
+    return number
+
+
+def _seconds(value: Any) -> float:
+    try:
+        seconds = float(value)
+    except (TypeError, ValueError):
+        raise ValueError(f"{value!r} is not a number of seconds") from None
+    if isinstance(value, bool) or not math.isfinite(seconds) or seconds <= 0:
+        raise ValueError(f"{value!r} is not a positive number of seconds")
+    return seconds
+
+
+def _choice(*choices: str) -> Callable[[Any], str]:
+    def parse(value: Any) -> str:
+        text = str(value).strip().lower()
+        if text not in choices:
+            raise ValueError(f"{value!r} is not one of {', '.join(choices)}")
+        return text
+
+    return parse
+
+
+def _http_url(value: Any) -> str:
+    text = _text(value).rstrip("/")
+    parts = urlsplit(text)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError(f"{value!r} is not an http:// or https:// URL")
+    return text
+
+
+def _redis_urls(value: Any) -> str:
+    text = _text(value)
+    for url in text.split(","):
+        parts = urlsplit(url.strip())
+        if parts.scheme not in _REDIS_SCHEMES or not parts.hostname:
+            raise ValueError(
+                f"{url.strip()!r} is not a redis://, rediss:// or redis+sentinel:// URL"
+            )
+        try:
+            parts.port  # noqa: B018 - parsing the port is the check
+        except ValueError:
+            raise ValueError(f"{url.strip()!r} has an invalid port") from None
+    return text
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    """The effective configuration of one AutoBot process."""
+
+    host: str = "127.0.0.1"
+    port: int = 8000
+    data_dir: Path = Path("data")
+    redis_url: str | None = None
+    llm_provider: str = "ollama"
+    llm_url: str = "http://127.0.0.1:11434"
+    llm_model: str = "llama3.2"
+    llm_api_key: str | None = None
+    api_token: str | None = None
+    max_upload_bytes: int = 104_857_600
+    log_level: str = "info"
+    deadlines: Mapping[str, float] = field(default_factory=dict)
+
+    def deadline_table(self) -> DeadlineTable:
+        """A fresh scope table with this configuration's overrides."""
+        return DeadlineTable(self.deadlines)
+
+    def summary(self) -> list[str]:
+        """Lines describing the effective configuration, secrets masked."""
+        lines = [
+            f"listen      http://{self.host}:{self.port}",
+            f"data dir    {self.data_dir}",
+            "storage     "
+            + (f"redis {_mask_url_passwords(self.redis_url)}" if self.redis_url else "embedded"),
+            f"llm         {self.llm_provider} {self.llm_url} model={self.llm_model}"
+            + (" key=****" if self.llm_api_key else ""),
+            f"api token   {'required' if self.api_token else 'not required'}",
+            f"max upload  {self.max_upload_bytes} bytes",
+        ]
+        if self.deadlines:
+            overrides = ", ".join(f"{name}={s:g}s" for name, s in sorted(self.deadlines.items()))
+            lines.append(f"deadlines   {overrides}")
+        return lines
+
+
+def _mask_url_passwords(urls: str) -> str:
+    masked = []
+    for url in urls.split(","):
+        parts = urlsplit(url.strip())
+        if parts.password:
+            user = parts.username or ""
+            netloc = f"{user}:****@{parts.hostname}" + (f":{parts.port}" if parts.port else "")
+            url = parts._replace(netloc=netloc).geturl()
+        masked.append(url.strip())
+    return ",".join(masked)
+
+
+_FIELDS: dict[str, Callable[[Any], Any]] = {
+    "host": _text,
+    "port": _port,
+    "data_dir": lambda value: Path(_text(value)),
+    "redis_url": _redis_urls,
+    "llm_provider": _choice("ollama", "openai"),
+    "llm_url": _http_url,
+    "llm_model": _text,
+    "llm_api_key": _text,
+    "api_token": _text,
+    "max_upload_bytes": _positive_int,
+    "log_level": _choice(*_LOG_LEVELS),
+}
+assert set(_FIELDS) | {"deadlines"} == {f.name for f in fields(Settings)}
+
+_DEADLINE_VARS = {spec.env_var: spec.name for spec in SCOPES}
+
+
+def _read_toml(path: Path) -> dict[str, Any]:
+    try:
+        with path.open("rb") as file:
+            return tomllib.load(file)
+    except FileNotFoundError:
+        raise ConfigError(f"{_PREFIX}CONFIG", f"no such file {str(path)!r}") from None
+    except OSError as error:
+        raise ConfigError(f"{_PREFIX}CONFIG", f"cannot read {str(path)!r}: {error}") from None
+    except tomllib.TOMLDecodeError as error:
+        raise ConfigError(f"{_PREFIX}CONFIG", f"{str(path)!r} is not valid TOML: {error}") from None
+
+
+def _from_toml(path: Path) -> dict[str, Any]:
+    values: dict[str, Any] = {}
+    deadlines: dict[str, float] = {}
+    for key, raw in _read_toml(path).items():
+        source = f"{path.name}: {key}"
+        if key == "deadlines":
+            if not isinstance(raw, dict):
+                raise ConfigError(source, "must be a table of scope = seconds")
+            for scope, seconds in raw.items():
+                scope_source = f"{path.name}: deadlines.{scope}"
+                if scope not in _DEADLINE_VARS.values():
+                    raise ConfigError(scope_source, f"no deadline scope named {scope!r}")
+                deadlines[scope] = _parse(scope_source, _seconds, seconds)
+        elif key in _FIELDS:
+            values[key] = _parse(source, _FIELDS[key], raw)
+        else:
+            raise ConfigError(source, "is not a setting")
+    if deadlines:
+        values["deadlines"] = deadlines
+    return values
+
+
+def _parse(source: str, parser: Callable[[Any], Any], raw: Any) -> Any:
+    try:
+        return parser(raw)
+    except ValueError as error:
+        raise ConfigError(source, str(error)) from None
+
+
+def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
+    """Build the settings from ``environ`` (default ``os.environ``) and the TOML file.
+
+    Raises :class:`ConfigError` for the first bad value. Empty variables count
+    as unset. An ``AUTOBOT_DEADLINE_*`` variable for a scope that does not exist
+    is an error, since it would otherwise be silently ignored.
+    """
+    environ = os.environ if environ is None else environ
+    values: dict[str, Any] = {}
+    config_file = environ.get(f"{_PREFIX}CONFIG", "").strip()
+    if config_file:
+        values.update(_from_toml(Path(config_file)))
+
+    deadlines = dict(values.get("deadlines", {}))
+    for variable, raw in environ.items():
+        if not variable.startswith(_PREFIX) or not raw.strip():
+            continue
+        key = variable.removeprefix(_PREFIX).lower()
+        if key in _FIELDS:
+            values[key] = _parse(variable, _FIELDS[key], raw)
+        elif variable.startswith(f"{_PREFIX}DEADLINE_"):
+            if variable not in _DEADLINE_VARS:
+                raise ConfigError(variable, "no deadline scope has this name")
+            deadlines[_DEADLINE_VARS[variable]] = _parse(variable, _seconds, raw)
+    if deadlines:
+        values["deadlines"] = deadlines
+
+    settings = replace(Settings(), **values)
+    table = settings.deadline_table()
+    health_s, check_s = table.budget("health"), table.budget("health.check")
+    if check_s >= health_s:
+        raise ConfigError(
+            "AUTOBOT_DEADLINE_HEALTH_CHECK",
+            f"{check_s:g} s must be shorter than the health deadline ({health_s:g} s)",
+        )
+    return settings

@@ -1,0 +1,240 @@
+"""Named deadline scopes: the one table that says how long anything may take.
+
+Code never writes a number of seconds next to a wait. It names what it is doing::
+
+    with deadline("redis.command"):
+        reply = await connection.read_reply()
+
+:func:`deadline` opens a :class:`trio.CancelScope` whose deadline is the scope's
+budget from now. Scopes nest the way Trio's do: an inner scope can only shorten
+the time left, never extend an enclosing one, because the enclosing scope keeps
+its own deadline. When *this* scope's budget runs out, the ``Cancelled`` it
+catches is replaced by :class:`DeadlineExceeded` naming the scope and budget.
+When an enclosing scope fires first, its own error names it instead.
+
+Every scope records how long its blocks took in a fixed-size histogram, so the
+table can report p50/p99/max and a suggested budget (see :func:`suggest_budget`)
+for operators tuning ``AUTOBOT_DEADLINE_<SCOPE>``.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+import trio
+
+from ._errors import DeadlineExceeded
+from ._latency import LatencyHistogram, LatencySummary
+
+__all__ = [
+    "SCOPES",
+    "DeadlineScope",
+    "DeadlineTable",
+    "ScopeSpec",
+    "UnknownDeadlineScope",
+    "current_deadlines",
+    "deadline",
+    "install_deadlines",
+    "suggest_budget",
+]
+
+
+@dataclass(frozen=True, slots=True)
+class ScopeSpec:
+    """One row of the scope table: a name, its default budget and what it bounds."""
+
+    name: str
+    default_s: float
+    bounds: str
+
+    @property
+    def env_var(self) -> str:
+        """``llm.first_token`` → ``AUTOBOT_DEADLINE_LLM_FIRST_TOKEN``."""
+        return "AUTOBOT_DEADLINE_" + self.name.upper().replace(".", "_")
+
+
+SCOPES: tuple[ScopeSpec, ...] = (
+    ScopeSpec("redis.connect", 1.0, "opening one Redis connection (TCP, AUTH, SELECT)"),
+    ScopeSpec("redis.command", 2.0, "one Redis command or pipeline round trip"),
+    ScopeSpec("llm.connect", 5.0, "connecting to the LLM provider"),
+    ScopeSpec("llm.first_token", 120.0, "request sent to the first streamed token"),
+    ScopeSpec("llm.idle", 30.0, "the longest silence between two streamed chunks"),
+    ScopeSpec("llm.total", 600.0, "one whole answer from the LLM"),
+    ScopeSpec("file.io", 10.0, "one file read/write step (a chunk, a rename, a listing)"),
+    ScopeSpec("kb.search", 10.0, "one knowledge search"),
+    ScopeSpec("health", 2.0, "the whole /api/health answer"),
+    ScopeSpec("health.check", 1.5, "one health check; must be shorter than 'health'"),
+    ScopeSpec("http.request", 30.0, "any non-streaming HTTP handler"),
+    ScopeSpec("service.start", 10.0, "opening the app's services at start-up"),
+    ScopeSpec("service.stop", 5.0, "closing the app's services at shutdown"),
+    ScopeSpec("server.shutdown", 3.0, "open connections finishing after SIGTERM/SIGINT"),
+)
+
+# Fewer observations than this and the p99 is mostly noise.
+_MIN_SAMPLES_TO_SUGGEST = 50
+# Above this share of expirations the budget itself is suspect.
+_EXPIRED_SHARE_LIMIT = 0.01
+_SMALLEST_SUGGESTION_S = 0.01
+
+
+class UnknownDeadlineScope(KeyError):
+    """A scope name that is not in the table: a programming error, not a runtime fault."""
+
+
+def _round_up(seconds: float, digits: int = 2) -> float:
+    """Round up to ``digits`` significant digits: 0.01234 → 0.013, 3.01 → 3.1."""
+    if seconds <= 0:
+        return 0.0
+    exponent = math.floor(math.log10(seconds)) - digits + 1
+    step = 10.0**exponent
+    return round(math.ceil(seconds / step - 1e-9) * step, max(0, -exponent))
+
+
+def suggest_budget(budget_s: float, summary: LatencySummary) -> float:
+    """The budget the observations so far argue for.
+
+    The rule, in order:
+
+    1. Fewer than 50 observations: keep the current budget (not enough evidence).
+    2. Start from twice the observed p99: a budget should let the slowest
+       1 % of healthy operations through with room to spare, and no more, so
+       that a hang is noticed as early as a slow success allows.
+    3. When more than 1 % of operations expired, the budget is cutting into
+       the tail (or the dependency is failing, which the numbers cannot tell
+       apart): suggest at least 1.5 times the current budget and let the operator
+       decide which it is.
+    4. Never below 10 ms; rounded up to two significant digits.
+    """
+    if summary.count < _MIN_SAMPLES_TO_SUGGEST:
+        return budget_s
+    suggestion = 2.0 * summary.p99_s
+    if summary.expired / summary.count > _EXPIRED_SHARE_LIMIT:
+        suggestion = max(suggestion, 1.5 * budget_s)
+    return _round_up(max(suggestion, _SMALLEST_SUGGESTION_S))
+
+
+class DeadlineScope:
+    """A scope's live state: its budget and the latencies observed under it."""
+
+    __slots__ = ("budget_s", "histogram", "spec")
+
+    def __init__(self, spec: ScopeSpec, budget_s: float) -> None:
+        self.spec = spec
+        self.budget_s = budget_s
+        self.histogram = LatencyHistogram()
+
+    @property
+    def name(self) -> str:
+        return self.spec.name
+
+    def stats(self) -> dict[str, float | int]:
+        """The ``/api/deadlines`` entry for this scope."""
+        summary = self.histogram.summary()
+        return {
+            "budget_s": self.budget_s,
+            "count": summary.count,
+            "expired": summary.expired,
+            "p50_s": summary.p50_s,
+            "p99_s": summary.p99_s,
+            "max_s": summary.max_s,
+            "suggested_s": suggest_budget(self.budget_s, summary),
+        }
+
+
+class DeadlineTable:
+    """The budgets of every named scope, with the overrides applied.
+
+    ``overrides`` maps scope names to seconds; a name that is not a scope or a
+    budget that is not a positive finite number raises ``ValueError`` (the
+    configuration loader reports it against the variable that set it).
+    """
+
+    def __init__(
+        self, overrides: Mapping[str, float] | None = None, *, specs: tuple[ScopeSpec, ...] = SCOPES
+    ) -> None:
+        overrides = dict(overrides or {})
+        known = {spec.name for spec in specs}
+        for name, seconds in overrides.items():
+            if name not in known:
+                raise UnknownDeadlineScope(name)
+            if not (isinstance(seconds, int | float) and math.isfinite(seconds) and seconds > 0):
+                raise ValueError(f"deadline {name!r} must be a positive number of seconds")
+        self._scopes = {
+            spec.name: DeadlineScope(spec, float(overrides.get(spec.name, spec.default_s)))
+            for spec in specs
+        }
+
+    def __getitem__(self, name: str) -> DeadlineScope:
+        try:
+            return self._scopes[name]
+        except KeyError:
+            raise UnknownDeadlineScope(name) from None
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._scopes
+
+    def __iter__(self) -> Iterator[DeadlineScope]:
+        return iter(self._scopes.values())
+
+    def budget(self, name: str) -> float:
+        return self[name].budget_s
+
+    def snapshot(self) -> dict[str, dict[str, float | int]]:
+        """Every scope's ``stats()``, keyed by name: the body of ``/api/deadlines``."""
+        return {name: scope.stats() for name, scope in self._scopes.items()}
+
+
+_current = DeadlineTable()
+
+
+def install_deadlines(table: DeadlineTable) -> DeadlineTable:
+    """Make ``table`` the one :func:`deadline` reads; returns the previous table.
+
+    The server installs the table built from its settings once at start-up.
+    Tests install a fresh one to start from empty statistics.
+    """
+    global _current
+    previous, _current = _current, table
+    return previous
+
+
+def current_deadlines() -> DeadlineTable:
+    """The table :func:`deadline` reads from."""
+    return _current
+
+
+@contextmanager
+def deadline(name: str) -> Iterator[trio.CancelScope]:
+    """Run the block within the budget of scope ``name``.
+
+    Raises :class:`DeadlineExceeded` if this scope's budget expires while the
+    block is blocked at a checkpoint; ``UnknownDeadlineScope`` (before running
+    the block) if ``name`` is not in the table. The block's duration is recorded
+    whether it succeeds or raises, unless an enclosing scope cancelled it (its
+    duration then says nothing about this scope). The yielded cancel scope can
+    be used to cancel the block early; that is not counted as an expiry.
+    """
+    scope = _current[name]
+    budget_s = scope.budget_s
+    started = trio.current_time()
+    cancel_scope = trio.CancelScope(deadline=started + budget_s)
+    cancelled_from_outside = False
+    try:
+        with cancel_scope:
+            yield cancel_scope
+    except trio.Cancelled:
+        cancelled_from_outside = True
+        raise
+    finally:
+        # Our own deadline fired if the scope caught a cancellation at or past it;
+        # an early ``cancel_scope.cancel()`` by the caller is not an expiry.
+        expired = cancel_scope.cancelled_caught and trio.current_time() >= cancel_scope.deadline
+        if expired:
+            scope.histogram.record(budget_s, expired=True)
+        elif not (cancelled_from_outside or cancel_scope.cancelled_caught):
+            scope.histogram.record(trio.current_time() - started)
+    if expired:
+        raise DeadlineExceeded(name, budget_s)

@@ -1,0 +1,171 @@
+"""The exception hierarchy: one family per kind of failure, one API code each.
+
+Every error AutoBot raises on purpose derives from :class:`AutoBotError`, which
+carries the HTTP status and the snake_case ``code`` of the API contract's error
+shape ``{"error": {"code", "message", ...}}``. Lower layers (the Redis client,
+the LLM providers, storage) raise these without knowing about HTTP; the API
+layer turns any of them into a response with :meth:`AutoBotError.to_body`.
+
+Catch at the level you can handle::
+
+    AutoBotError
+    ├── BadRequest (400)            invalid_json, path_outside_root, ...
+    ├── Unauthorized (401)
+    ├── NotFound (404)              chat_not_found, file_not_found, ...
+    ├── Conflict (409)              answer_in_progress, ...
+    ├── PayloadTooLarge (413)       upload_too_large
+    ├── ValidationFailed (422)
+    ├── UpstreamError (502)         llm_error
+    ├── ServiceUnavailable (503)    redis_unavailable, llm_unavailable
+    └── DeadlineExceeded (504)      deadline_exceeded, llm_timeout
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+import trio
+
+__all__ = [
+    "AutoBotError",
+    "BadRequest",
+    "Conflict",
+    "DeadlineExceeded",
+    "LLMError",
+    "LLMTimeout",
+    "LLMUnavailable",
+    "NotFound",
+    "PayloadTooLarge",
+    "RedisUnavailable",
+    "ServiceUnavailable",
+    "Unauthorized",
+    "UpstreamError",
+    "ValidationFailed",
+]
+
+
+class AutoBotError(Exception):
+    """Base of every deliberate AutoBot error.
+
+    Subclasses set ``status`` and a default ``code``; an instance may narrow the
+    code (``NotFound("no such chat", code="chat_not_found")``) and add detail
+    fields that the API copies into the error object.
+    """
+
+    status: ClassVar[int] = 500
+    code: str = "internal_error"
+
+    def __init__(self, message: str, *, code: str | None = None, **details: Any) -> None:
+        super().__init__(message)
+        self.message = message
+        if code is not None:
+            self.code = code
+        self.details = details
+
+    def to_body(self) -> dict[str, Any]:
+        """The contract's error shape for this error."""
+        return {"error": {"code": self.code, "message": self.message, **self.details}}
+
+
+class BadRequest(AutoBotError):
+    """The request itself is malformed (bad JSON, a path outside the root, ...)."""
+
+    status = 400
+    code = "bad_request"
+
+
+class Unauthorized(AutoBotError):
+    """A bearer token was required and was missing or wrong."""
+
+    status = 401
+    code = "unauthorized"
+
+
+class NotFound(AutoBotError):
+    """The named resource does not exist."""
+
+    status = 404
+    code = "not_found"
+
+
+class Conflict(AutoBotError):
+    """The resource is in a state that forbids the request."""
+
+    status = 409
+    code = "conflict"
+
+
+class PayloadTooLarge(AutoBotError):
+    """The request body is larger than the configured limit."""
+
+    status = 413
+    code = "payload_too_large"
+
+
+class ValidationFailed(AutoBotError):
+    """The request parsed, but a field has a value the API does not accept."""
+
+    status = 422
+    code = "validation_error"
+
+
+class UpstreamError(AutoBotError):
+    """A dependency answered, but with an error or with data we cannot use."""
+
+    status = 502
+    code = "upstream_error"
+
+
+class ServiceUnavailable(AutoBotError):
+    """A dependency that can come back by itself is unavailable right now."""
+
+    status = 503
+    code = "service_unavailable"
+
+
+class DeadlineExceeded(AutoBotError, trio.TooSlowError):
+    """A named deadline scope expired.
+
+    Raised by :func:`autobot.deadline` in place of the ``Cancelled`` its scope
+    caught. ``scope`` and ``deadline_s`` say which budget ran out, so an operator
+    reading the error knows which ``AUTOBOT_DEADLINE_*`` to look at. It is also a
+    :class:`trio.TooSlowError`, so code written against ``trio.fail_after``
+    catches it too.
+    """
+
+    status = 504
+    code = "deadline_exceeded"
+
+    def __init__(self, scope: str, deadline_s: float, *, code: str | None = None) -> None:
+        super().__init__(
+            f"deadline {scope!r} expired after {deadline_s:g} s",
+            code=code,
+            scope=scope,
+            deadline_s=deadline_s,
+        )
+        self.scope = scope
+        self.deadline_s = deadline_s
+
+
+class RedisUnavailable(ServiceUnavailable):
+    """Redis cannot be reached, or its circuit breaker is open."""
+
+    code = "redis_unavailable"
+
+
+class LLMUnavailable(ServiceUnavailable):
+    """The LLM provider cannot be reached, or its circuit breaker is open."""
+
+    code = "llm_unavailable"
+
+
+class LLMError(UpstreamError):
+    """The LLM provider answered with an error, or with a malformed or truncated stream."""
+
+    code = "llm_error"
+
+
+class LLMTimeout(DeadlineExceeded):
+    """An ``llm.*`` deadline expired: connect, first token, idle gap or total."""
+
+    code = "llm_timeout"
