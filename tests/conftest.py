@@ -1,0 +1,30 @@
+"""Fixtures shared by the whole suite."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Mapping
+
+import pytest
+
+from autobot import DeadlineTable, install_deadlines
+
+
+@pytest.fixture(autouse=True)
+def fresh_deadlines() -> Iterator[DeadlineTable]:
+    """Every test starts with the default budgets and empty latency statistics."""
+    table = DeadlineTable()
+    previous = install_deadlines(table)
+    yield table
+    install_deadlines(previous)
+
+
+@pytest.fixture
+def set_deadlines() -> Callable[[Mapping[str, float]], DeadlineTable]:
+    """Install a table with some budgets overridden, e.g. ``set_deadlines({"llm.idle": 0.2})``."""
+
+    def install(overrides: Mapping[str, float]) -> DeadlineTable:
+        table = DeadlineTable(overrides)
+        install_deadlines(table)
+        return table
+
+    return install
