@@ -31,6 +31,7 @@ from ._latency import LatencyHistogram, LatencySummary
 
 __all__ = [
     "SCOPES",
+    "DeadlinePhase",
     "DeadlineScope",
     "DeadlineTable",
     "ScopeSpec",
@@ -38,6 +39,7 @@ __all__ = [
     "current_deadlines",
     "deadline",
     "install_deadlines",
+    "phased_deadline",
     "suggest_budget",
 ]
 
@@ -68,9 +70,11 @@ SCOPES: tuple[ScopeSpec, ...] = (
     ScopeSpec("health", 2.0, "the whole /api/health answer"),
     ScopeSpec("health.check", 1.5, "one health check; must be shorter than 'health'"),
     ScopeSpec("http.request", 30.0, "any non-streaming HTTP handler"),
+    ScopeSpec("http.body", 60.0, "receiving one whole request body from the client"),
     ScopeSpec("service.start", 10.0, "opening the app's services at start-up"),
     ScopeSpec("service.stop", 5.0, "closing the app's services at shutdown"),
     ScopeSpec("server.shutdown", 3.0, "open connections finishing after SIGTERM/SIGINT"),
+    ScopeSpec("llm.models", 10.0, "listing the LLM provider's models, once connected"),
 )
 
 # Fewer observations than this and the p99 is mostly noise.
@@ -238,3 +242,98 @@ def deadline(name: str) -> Iterator[trio.CancelScope]:
             scope.histogram.record(trio.current_time() - started)
     if expired:
         raise DeadlineExceeded(name, budget_s)
+
+
+class DeadlinePhase:
+    """The phase a :func:`phased_deadline` block is in; :meth:`switch` moves it on.
+
+    Handed out by :func:`phased_deadline`, never built directly.
+    """
+
+    __slots__ = ("_cancel_scope", "_scope", "_started", "_table")
+
+    def __init__(self, table: DeadlineTable, first: str, cancel_scope: trio.CancelScope) -> None:
+        self._table = table
+        self._scope = table[first]
+        self._started = trio.current_time()
+        self._cancel_scope = cancel_scope
+        cancel_scope.deadline = self._started + self._scope.budget_s
+
+    @property
+    def name(self) -> str:
+        """The scope name of the current phase."""
+        return self._scope.name
+
+    @property
+    def budget_s(self) -> float:
+        """The current phase's budget, counted from when the phase began."""
+        return self._scope.budget_s
+
+    @property
+    def cancel_scope(self) -> trio.CancelScope:
+        """The block's cancel scope; cancelling it early is not counted as an expiry."""
+        return self._cancel_scope
+
+    def switch(self, name: str) -> None:
+        """End the current phase and start ``name`` with its full budget from now.
+
+        The phase that ends is recorded in its scope's histogram. Switching to
+        the phase already current restarts its budget (and records the time
+        spent in it). An unknown ``name`` raises ``UnknownDeadlineScope`` and
+        leaves the current phase running. Not a checkpoint: safe to call from a
+        synchronous callback inside the block.
+        """
+        scope = self._table[name]
+        now = trio.current_time()
+        self._scope.histogram.record(now - self._started)
+        self._scope = scope
+        self._started = now
+        self._cancel_scope.deadline = now + scope.budget_s
+
+    def _record_end(self, *, expired: bool) -> None:
+        if expired:
+            self._scope.histogram.record(self._scope.budget_s, expired=True)
+        else:
+            self._scope.histogram.record(trio.current_time() - self._started)
+
+
+@contextmanager
+def phased_deadline(first: str) -> Iterator[DeadlinePhase]:
+    """Run the block as a sequence of phases, each bounded by its own scope's budget.
+
+    httpx's ``Timeout`` gives one request separate connect and read budgets;
+    this is the same idea for a block whose phases are told apart by events
+    the block observes, not by the call it is in. The LLM providers open one
+    block per request::
+
+        with phased_deadline("llm.connect") as phase:
+            # the tracing hook calls phase.switch("llm.first_token")
+            # as soon as the request starts going out on a connection
+            response = await client.send(request, stream=True)
+            ...
+
+    The block starts in phase ``first``; :meth:`DeadlinePhase.switch` ends the
+    current phase and gives the next one its full budget from that moment.
+    When the current phase's budget runs out, :class:`DeadlineExceeded` names
+    that phase and its budget. As with :func:`deadline`, an enclosing scope can
+    only shorten the time left, an enclosing cancellation propagates as
+    ``Cancelled`` with nothing recorded for the unfinished phase, and every phase
+    that ends (by a switch, by the block finishing or by expiring) is recorded
+    in its own scope's histogram, so each phase has its own p50/p99.
+    """
+    table = _current
+    cancel_scope = trio.CancelScope()
+    phase = DeadlinePhase(table, first, cancel_scope)
+    cancelled_from_outside = False
+    try:
+        with cancel_scope:
+            yield phase
+    except trio.Cancelled:
+        cancelled_from_outside = True
+        raise
+    finally:
+        expired = cancel_scope.cancelled_caught and trio.current_time() >= cancel_scope.deadline
+        if expired or not (cancelled_from_outside or cancel_scope.cancelled_caught):
+            phase._record_end(expired=expired)
+    if expired:
+        raise DeadlineExceeded(phase.name, phase.budget_s)

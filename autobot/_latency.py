@@ -19,6 +19,8 @@ _BUCKET_COUNT = 96  # 96 / 4 = 24 doublings: 1e-4 * 2**24 s is about 28 minutes
 
 
 def _bucket_upper_bound(index: int) -> float:
+    if index >= _BUCKET_COUNT:
+        return math.inf  # the overflow bucket
     return _SMALLEST_S * 2 ** (index / _BUCKETS_PER_DOUBLING)
 
 

@@ -1,0 +1,77 @@
+"""Serving the app with Hypercorn's Trio worker, and stopping it on a signal.
+
+The first SIGINT or SIGTERM starts a graceful shutdown: Hypercorn stops
+accepting, lets open requests finish within ``server.shutdown`` and cancels the
+rest (streams and WebSockets among them), then the app's lifespan closes its
+services. A second signal cancels everything at once.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+from functools import partial
+
+import trio
+from hypercorn.config import Config as HypercornConfig
+from hypercorn.trio import serve as hypercorn_serve
+
+from ._config import Settings
+from ._deadlines import current_deadlines
+from ._logging import log_fields
+
+__all__ = ["serve"]
+
+log = logging.getLogger("autobot.server")
+
+
+def _hypercorn_config(settings: Settings) -> HypercornConfig:
+    config = HypercornConfig()
+    host = f"[{settings.host}]" if ":" in settings.host else settings.host
+    config.bind = [f"{host}:{settings.port}"]
+    config.accesslog = None  # AutoBot logs each request itself, as JSON
+    config.errorlog = logging.getLogger("hypercorn.error")
+    config.graceful_timeout = current_deadlines().budget("server.shutdown")
+    return config
+
+
+async def _watch_signals(shutdown: trio.Event, everything: trio.CancelScope) -> None:
+    with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+        async for signum in signals:
+            name = signal.Signals(signum).name
+            if not shutdown.is_set():
+                log.info("shutting down", extra=log_fields(signal=name))
+                shutdown.set()
+            else:
+                log.warning("second signal: stopping now", extra=log_fields(signal=name))
+                everything.cancel()
+
+
+async def serve(
+    settings: Settings, *, task_status: trio.TaskStatus[list[str]] = trio.TASK_STATUS_IGNORED
+) -> None:
+    """Serve AutoBot until SIGINT or SIGTERM; reports the bound addresses when listening."""
+    from .api import create_app  # the API layer sits above this module's callers
+
+    app = create_app(settings)
+    config = _hypercorn_config(settings)
+    shutdown = trio.Event()
+
+    async with trio.open_nursery() as nursery:
+        # Hands task_status on to Hypercorn, which reports the bound addresses.
+        async def serve_then_stop(task_status: trio.TaskStatus[list[str]]) -> None:  # noqa: ASYNC128
+            await hypercorn_serve(
+                app, config, shutdown_trigger=shutdown.wait, task_status=task_status
+            )
+            nursery.cancel_scope.cancel()  # the signal watcher has nothing left to do
+
+        nursery.start_soon(_watch_signals, shutdown, nursery.cancel_scope)
+        binds = await nursery.start(serve_then_stop)
+        log.info("listening", extra=log_fields(binds=binds))
+        task_status.started(binds)
+    log.info("stopped")
+
+
+def run(settings: Settings) -> None:
+    """Run :func:`serve` in a new Trio event loop (the process's main thread)."""
+    trio.run(partial(serve, settings))

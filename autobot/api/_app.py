@@ -1,0 +1,94 @@
+"""The Quart-Trio application factory."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from quart import request, websocket
+from quart_schema import QuartSchema
+from quart_trio import QuartTrio
+
+from .._config import Settings, load_settings
+from .._deadlines import current_deadlines, deadline, install_deadlines
+from .._health import HealthCheck
+from .._services import Services
+from ._access_log import ROUTE_KEY, AccessLog
+from ._auth import install_auth
+from ._error_handlers import register_error_handlers
+from ._request import AutoBotRequest
+from ._system import system
+
+__all__ = ["AutoBotApp", "create_app"]
+
+
+class AutoBotApp(QuartTrio):
+    """Quart-Trio with AutoBot's request class and the ``http.request`` deadline.
+
+    Only the handler call runs under ``http.request``: a streamed body is sent
+    after the handler returned and is bounded by the deadlines of what it streams
+    (``llm.idle``, ``llm.total``), not by the budget for ordinary requests.
+    """
+
+    request_class = AutoBotRequest
+
+    async def dispatch_request(self, request_context: Any = None) -> Any:
+        with deadline("http.request"):
+            return await super().dispatch_request(request_context)
+
+
+def create_app(
+    settings: Settings | None = None, *, extra_health_checks: Sequence[HealthCheck] = ()
+) -> AutoBotApp:
+    """Build the app for ``settings`` (default: from the environment).
+
+    Installs the settings' deadline table as the process's table. The services
+    open when the app starts serving (ASGI lifespan) and close when it stops.
+    ``extra_health_checks`` join the built-in ones in ``/api/health``.
+    """
+    settings = settings or load_settings()
+    install_deadlines(settings.deadline_table())
+
+    app = AutoBotApp("autobot")
+    app.config.update(
+        MAX_CONTENT_LENGTH=settings.max_upload_bytes,
+        BODY_TIMEOUT=current_deadlines().budget("http.body"),
+        # Streamed responses are bounded by the deadlines of what they stream.
+        RESPONSE_TIMEOUT=None,
+    )
+    services = Services(settings, extra_health_checks=extra_health_checks)
+    app.extensions["autobot.services"] = services
+
+    QuartSchema(
+        app,
+        openapi_path="/api/openapi.json",
+        swagger_ui_path="/api/docs",
+        redoc_ui_path=None,
+        scalar_ui_path=None,
+    )
+    register_error_handlers(app)
+
+    @app.before_request
+    async def remember_route() -> None:
+        if request.url_rule is not None:
+            request.scope[ROUTE_KEY] = request.url_rule.rule
+
+    @app.before_websocket
+    async def remember_websocket_route() -> None:
+        if websocket.url_rule is not None:
+            websocket.scope[ROUTE_KEY] = websocket.url_rule.rule
+
+    install_auth(app, settings.api_token)
+    app.register_blueprint(system)
+
+    @app.before_serving
+    async def open_services() -> None:
+        await app.nursery.start(services.run)
+
+    @app.after_serving
+    async def close_services() -> None:
+        services.stop()
+        await services.stopped.wait()
+
+    app.asgi_app = AccessLog(app.asgi_app, services.metrics)  # type: ignore[method-assign]
+    return app

@@ -1,0 +1,34 @@
+"""Routes about the server itself: health, deadline statistics, metrics."""
+
+from __future__ import annotations
+
+from quart import Blueprint, Response, jsonify
+
+from .._deadlines import current_deadlines
+from .._health import run_health_checks
+from .._metrics import CONTENT_TYPE
+from ._context import services
+
+__all__ = ["system"]
+
+system = Blueprint("system", __name__)
+
+
+@system.get("/api/health")
+async def health() -> Response:
+    """Every check run concurrently; 200 ok/degraded, 503 down; always within ``health``."""
+    report = await run_health_checks(services().health_checks)
+    response = jsonify(report.to_body())
+    response.status_code = report.http_status
+    return response
+
+
+@system.get("/api/deadlines")
+async def deadlines() -> Response:
+    """Budget and observed latencies of every deadline scope, with a suggested budget."""
+    return jsonify({"scopes": current_deadlines().snapshot()})
+
+
+@system.get("/api/metrics")
+async def metrics() -> Response:
+    return Response(services().metrics.render(), content_type=CONTENT_TYPE)

@@ -1,0 +1,141 @@
+"""Settings: defaults, overrides, and one clear line for every bad value."""
+
+from __future__ import annotations
+
+import os
+import pathlib
+import subprocess
+import sys
+
+import pytest
+
+from autobot import ConfigError, Settings, load_settings
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+
+
+def test_defaults_match_the_contract() -> None:
+    settings = load_settings({})
+    assert settings == Settings()
+    assert (settings.host, settings.port) == ("127.0.0.1", 8000)
+    assert settings.data_dir == pathlib.Path("data")
+    assert settings.redis_url is None
+    assert (settings.llm_provider, settings.llm_url, settings.llm_model) == (
+        "ollama",
+        "http://127.0.0.1:11434",
+        "llama3.2",
+    )
+    assert settings.max_upload_bytes == 104_857_600
+
+
+def test_environment_values_are_parsed() -> None:
+    settings = load_settings(
+        {
+            "AUTOBOT_PORT": "9001",
+            "AUTOBOT_DATA_DIR": "/tmp/x",
+            "AUTOBOT_REDIS_URL": "redis://a:6379/1,redis://b:6380/1",
+            "AUTOBOT_LLM_PROVIDER": "OpenAI",
+            "AUTOBOT_LLM_URL": "http://127.0.0.1:8080/v1/",
+            "AUTOBOT_MAX_UPLOAD_BYTES": "1024",
+            "AUTOBOT_API_TOKEN": "s3cret",
+            "AUTOBOT_REDIS_UNRELATED": "",
+        }
+    )
+    assert settings.port == 9001
+    assert settings.data_dir == pathlib.Path("/tmp/x")
+    assert settings.redis_url == "redis://a:6379/1,redis://b:6380/1"
+    assert settings.llm_provider == "openai"
+    assert settings.llm_url == "http://127.0.0.1:8080/v1"
+    assert settings.max_upload_bytes == 1024
+    assert settings.api_token == "s3cret"
+
+
+def test_empty_variables_count_as_unset() -> None:
+    assert load_settings({"AUTOBOT_REDIS_URL": "", "AUTOBOT_PORT": "  "}) == Settings()
+
+
+def test_toml_file_sets_values_and_environment_wins(tmp_path: pathlib.Path) -> None:
+    config = tmp_path / "autobot.toml"
+    config.write_text('port = 8100\nllm_model = "qwen2"\n[deadlines]\n"llm.idle" = 12\n')
+    settings = load_settings({"AUTOBOT_CONFIG": str(config), "AUTOBOT_PORT": "8200"})
+    assert settings.port == 8200
+    assert settings.llm_model == "qwen2"
+    assert settings.deadlines == {"llm.idle": 12}
+
+
+def test_summary_masks_secrets() -> None:
+    settings = load_settings(
+        {
+            "AUTOBOT_REDIS_URL": "redis://user:hunter2@db:6379/0",
+            "AUTOBOT_LLM_API_KEY": "sk-live-abc",
+            "AUTOBOT_API_TOKEN": "tok-xyz",
+            "AUTOBOT_DEADLINE_LLM_IDLE": "40",
+        }
+    )
+    text = "\n".join(settings.summary())
+    for secret in ("hunter2", "sk-live-abc", "tok-xyz"):
+        assert secret not in text
+    assert "redis://user:****@db:6379/0" in text
+    assert "llm.idle=40s" in text
+
+
+@pytest.mark.parametrize(
+    ("environ", "expected"),
+    [
+        ({"AUTOBOT_PORT": "abc"}, "AUTOBOT_PORT: 'abc' is not a port number"),
+        ({"AUTOBOT_PORT": "70000"}, "AUTOBOT_PORT: '70000' is not a port number (0-65535)"),
+        (
+            {"AUTOBOT_LLM_PROVIDER": "gpt"},
+            "AUTOBOT_LLM_PROVIDER: 'gpt' is not one of ollama, openai",
+        ),
+        ({"AUTOBOT_LLM_URL": "localhost:11434"}, "AUTOBOT_LLM_URL: 'localhost:11434' is not an"),
+        ({"AUTOBOT_REDIS_URL": "http://x"}, "AUTOBOT_REDIS_URL: 'http://x' is not a redis://"),
+        ({"AUTOBOT_REDIS_URL": "redis://x:99999"}, "AUTOBOT_REDIS_URL: 'redis://x:99999' has an"),
+        ({"AUTOBOT_MAX_UPLOAD_BYTES": "-5"}, "AUTOBOT_MAX_UPLOAD_BYTES: '-5' is not a positive"),
+        (
+            {"AUTOBOT_DEADLINE_LLM_IDLE": "soon"},
+            "AUTOBOT_DEADLINE_LLM_IDLE: 'soon' is not a number",
+        ),
+        ({"AUTOBOT_DEADLINE_LLM_IDLE": "-1"}, "AUTOBOT_DEADLINE_LLM_IDLE: '-1' is not a positive"),
+        ({"AUTOBOT_DEADLINE_LLM_IDEL": "3"}, "AUTOBOT_DEADLINE_LLM_IDEL: no deadline scope"),
+        ({"AUTOBOT_DEADLINE_HEALTH_CHECK": "5"}, "AUTOBOT_DEADLINE_HEALTH_CHECK: 5 s must be"),
+        ({"AUTOBOT_LOG_LEVEL": "loud"}, "AUTOBOT_LOG_LEVEL: 'loud' is not one of"),
+        ({"AUTOBOT_CONFIG": "/nonexistent/autobot.toml"}, "AUTOBOT_CONFIG: no such file"),
+    ],
+)
+def test_each_bad_value_is_one_line_and_exit_2(environ: dict[str, str], expected: str) -> None:
+    with pytest.raises(ConfigError) as caught:
+        load_settings(environ)
+    assert str(caught.value).startswith(expected)
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AUTOBOT_")} | environ
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "run.py")],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert result.returncode == 2
+    assert result.stdout == ""
+    lines = result.stderr.splitlines()
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith(f"error: {expected}")
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("port = [", "AUTOBOT_CONFIG: '{path}' is not valid TOML"),
+        ('port = "x"', "autobot.toml: port: 'x' is not a port number"),
+        ("colour = 1", "autobot.toml: colour: is not a setting"),
+        ('[deadlines]\n"llm.nope" = 1', "autobot.toml: deadlines.llm.nope: no deadline scope"),
+        ('[deadlines]\n"llm.idle" = 0', "autobot.toml: deadlines.llm.idle: 0 is not a positive"),
+    ],
+)
+def test_bad_toml_names_file_and_key(tmp_path: pathlib.Path, text: str, expected: str) -> None:
+    config = tmp_path / "autobot.toml"
+    config.write_text(text)
+    with pytest.raises(ConfigError) as caught:
+        load_settings({"AUTOBOT_CONFIG": str(config)})
+    assert str(caught.value).startswith(expected.format(path=config))
