@@ -111,6 +111,17 @@ class CircuitBreaker:
             if probing:
                 self._probe_in_flight = False
 
+    def record_failure(self) -> None:
+        """Count a failure observed outside an :meth:`attempt` block.
+
+        For a dependency whose call outlives the guarded part: an LLM stream is
+        guarded by :meth:`attempt` until its first token, and a stall or a
+        dropped connection after that is reported here. It counts like a failed
+        attempt that was not a probe: it opens a closed circuit at the
+        threshold, and never restarts the cool-down of one already open.
+        """
+        self._record_failure(probing=False)
+
     def _record_success(self) -> None:
         self._consecutive_failures = 0
         self._state = BreakerState.CLOSED

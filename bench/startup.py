@@ -87,9 +87,7 @@ def main() -> None:
             port = free_port()
             env = {k: v for k, v in os.environ.items() if not k.startswith("AUTOBOT_")}
             env |= {"AUTOBOT_PORT": str(port), "AUTOBOT_DATA_DIR": data_dir}
-            results["autobot run.py"].append(
-                time_start([sys.executable, "run.py"], port, env)
-            )
+            results["autobot run.py"].append(time_start([sys.executable, "run.py"], port, env))
             port = free_port()
             results["bare hypercorn (peer)"].append(
                 time_start([sys.executable, "-c", PEER % port], port, dict(os.environ))
