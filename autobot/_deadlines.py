@@ -61,6 +61,16 @@ class ScopeSpec:
 SCOPES: tuple[ScopeSpec, ...] = (
     ScopeSpec("redis.connect", 1.0, "opening one Redis connection (TCP, AUTH, SELECT)"),
     ScopeSpec("redis.command", 2.0, "one Redis command or pipeline round trip"),
+    ScopeSpec("redis.pool", 1.0, "waiting for a free pooled Redis connection when all are busy"),
+    ScopeSpec("redis.probe", 0.1, "one background PING of a Redis endpoint or idle connection"),
+    ScopeSpec("redis.sentinel", 0.5, "asking one Sentinel for the current master"),
+    ScopeSpec(
+        "redis.block_margin",
+        0.1,
+        "how long before the caller's deadline a blocking command (BLPOP, XREAD BLOCK) "
+        "asks Redis to give up, so that its empty reply arrives in time",
+    ),
+    ScopeSpec("redis.pubsub_idle", 30.0, "silence on a subscribed connection before a PING"),
     ScopeSpec("llm.connect", 5.0, "connecting to the LLM provider"),
     ScopeSpec("llm.first_token", 120.0, "request sent to the first streamed token"),
     ScopeSpec("llm.idle", 30.0, "the longest silence between two streamed chunks"),
