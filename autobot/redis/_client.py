@@ -1,0 +1,324 @@
+"""The ``Redis`` client: redis-py's command methods over Trio connections.
+
+:class:`Redis` inherits every command method from redis-py's
+``AsyncCoreCommands`` (``get``, ``hset``, ``xadd``, ``zadd``, ...), which all
+end in :meth:`Redis.execute_command`, and applies redis-py's RESP2 response
+callbacks to the replies, so results have the same Python shapes as with
+``redis.asyncio.Redis`` (``hgetall`` → ``dict``, ``zrange(withscores=True)`` →
+list of ``(member, score)``, ``set`` → ``True``, ...). Only the transport is
+ours.
+
+Where a command goes:
+
+* most commands: the shared, automatically pipelined connection
+  (:mod:`._autopipeline`), or a pooled one with ``autopipeline=False``;
+* blocking commands (``BLPOP``, ``XREAD BLOCK``, ...): a pooled connection
+  of their own, with the server-side timeout taken from the caller's
+  deadline (:mod:`._blocking`);
+* ``WATCH``/``MULTI``/``EXEC``: :meth:`Redis.pipeline`; ``SUBSCRIBE``:
+  :meth:`Redis.pubsub`. Sent directly they would change the state of a
+  connection other tasks share, so :meth:`execute_command` refuses them.
+
+Every command runs inside the circuit breaker and the ``redis.command``
+deadline (opening a connection inside ``redis.connect``). Failures that say
+Redis is unreachable (refused or lost connections, expired deadlines) count
+towards opening the circuit; an error *reply* (``WRONGTYPE``, a syntax error)
+is Redis answering and counts as a success.
+"""
+
+from __future__ import annotations
+
+import codecs
+import inspect
+from collections.abc import Callable
+from typing import Any
+
+import trio
+from redis._parsers.encoders import Encoder
+from redis._parsers.helpers import get_response_callbacks
+from redis.client import EMPTY_RESPONSE, NEVER_DECODE, CaseInsensitiveDict
+from redis.commands.core import AsyncCoreCommands
+from redis.exceptions import RedisError, ResponseError, WatchError
+
+from .._breaker import CircuitBreaker
+from .._deadlines import current_deadlines, deadline
+from .._errors import DeadlineExceeded, RedisUnavailable
+from ._blocking import is_blocking, with_server_timeout
+from ._connection import ConnectionLost
+from ._endpoints import EndpointSource
+from ._failures import is_failure
+from ._pipeline import Pipeline
+from ._pool import ConnectionPool
+from ._protocol import pack_command
+from ._pubsub import PubSub
+
+__all__ = ["Redis"]
+
+_NO_DEFAULT: Any = object()
+
+# Commands that change the state of the connection they run on.
+_USE_PIPELINE = frozenset(("WATCH", "UNWATCH", "MULTI", "EXEC", "DISCARD"))
+_USE_PUBSUB = frozenset(
+    ("SUBSCRIBE", "PSUBSCRIBE", "SSUBSCRIBE", "UNSUBSCRIBE", "PUNSUBSCRIBE", "SUNSUBSCRIBE")
+)
+_USE_URL = frozenset(("SELECT", "AUTH", "HELLO", "RESET", "QUIT", "MONITOR", "CLIENT REPLY"))
+# Commands that may block the server-side; XREAD/XREADGROUP only with BLOCK.
+_MAYBE_BLOCKING = frozenset(
+    (
+        "BLPOP",
+        "BRPOP",
+        "BRPOPLPUSH",
+        "BLMOVE",
+        "BLMPOP",
+        "BZPOPMIN",
+        "BZPOPMAX",
+        "BZMPOP",
+        "XREAD",
+        "XREADGROUP",
+        "WAIT",
+        "WAITAOF",
+    )
+)
+_SPECIAL = _USE_PIPELINE | _USE_PUBSUB | _USE_URL | _MAYBE_BLOCKING
+
+
+class Redis(AsyncCoreCommands):
+    """A Redis client on Trio; get one from :func:`autobot.redis.open_redis`.
+
+    Command methods are redis-py's: ``await client.set("k", "v")``,
+    ``await client.hgetall("h")``, ``await client.xadd("s", {"f": "v"})``.
+    Every call is a checkpoint and safe to cancel: a cancelled command's reply
+    never reaches another command (see ``docs/redis.md``).
+
+    Errors: ``RedisUnavailable`` when Redis cannot be reached or the circuit
+    is open; ``DeadlineExceeded`` when ``redis.command`` expired; redis-py's
+    ``ResponseError`` family for error replies.
+    """
+
+    def __init__(
+        self,
+        pool: ConnectionPool,
+        *,
+        breaker: CircuitBreaker,
+        encoding: str = "utf-8",
+        encoding_errors: str = "strict",
+        decode_responses: bool = False,
+        autopipeline: bool = True,
+    ) -> None:
+        self._pool = pool
+        self.breaker = breaker
+        self.autopipeline = autopipeline
+        self.encoder = Encoder(encoding, encoding_errors, decode_responses)
+        self._utf8 = codecs.lookup(encoding).name == "utf-8" and encoding_errors == "strict"
+        self._connection_kwargs = {
+            "encoding": encoding,
+            "encoding_errors": encoding_errors,
+            "decode_responses": decode_responses,
+            "protocol": 2,
+        }
+        callbacks = get_response_callbacks(2, True)
+        self._callbacks: dict[str, Callable[..., Any]] = dict(callbacks)
+        self.response_callbacks = CaseInsensitiveDict(callbacks)
+
+    def __repr__(self) -> str:
+        return f"<autobot.redis.Redis {self._pool.connector.source.describe()}>"
+
+    # -- what redis-py's command mixins expect of a client -------------------
+
+    def get_encoder(self) -> Encoder:
+        return self.encoder
+
+    def get_connection_kwargs(self) -> dict[str, Any]:
+        return self._connection_kwargs
+
+    def set_response_callback(self, command: str, callback: Callable[..., Any]) -> None:
+        """Replace how replies to ``command`` are converted (as in redis-py)."""
+        self.response_callbacks[command] = callback
+        self._callbacks[command.upper()] = callback
+
+    # -- executing commands --------------------------------------------------
+
+    def pack(self, args: tuple[Any, ...]) -> bytes:
+        """The RESP bytes of one command, encoded as this client encodes arguments."""
+        return pack_command(args, self.encoder, utf8=self._utf8)
+
+    async def execute_command(self, *args: Any, **options: Any) -> Any:
+        """Send one command and return its converted reply."""
+        name = args[0]
+        decode = True
+        empty = _NO_DEFAULT
+        if options:
+            options.pop("keys", None)
+            if NEVER_DECODE in options:
+                del options[NEVER_DECODE]
+                decode = False
+            if EMPTY_RESPONSE in options:
+                empty = options.pop(EMPTY_RESPONSE)
+        if name in _SPECIAL or (type(name) is not str and str(name).upper() in _SPECIAL):
+            reply = await self._execute_special(args, decode)
+        else:
+            packed = pack_command(args, self.encoder, utf8=self._utf8)
+            if self.autopipeline:
+                reply = (await self.request_shared(packed, 1, decode))[0]
+            else:
+                reply = (await self.request_exclusive(packed, 1, decode))[0]
+        if isinstance(reply, Exception):
+            if empty is not _NO_DEFAULT and isinstance(reply, ResponseError):
+                return empty
+            raise reply
+        callback = self._callbacks.get(name)
+        if callback is None:
+            if type(name) is not str or name.isupper():
+                return reply
+            return await self.convert(name, reply, options)
+        result = callback(reply, **options)
+        if inspect.isawaitable(result):
+            result = await result
+        return result
+
+    async def convert(self, name: Any, reply: Any, options: dict[str, Any]) -> Any:
+        """Apply redis-py's response callback for ``name`` to ``reply``."""
+        callback = self._callbacks.get(name)
+        if callback is None:
+            if type(name) is not str or name.isupper():
+                return reply
+            callback = self._callbacks.get(name.upper())
+            if callback is None:
+                return reply
+        result = callback(reply, **options)
+        if inspect.isawaitable(result):
+            result = await result
+        return result
+
+    async def request(self, packed: bytes, count: int, decode: bool = True) -> list[Any]:
+        """Send ``count`` packed commands as one batch; return their raw replies."""
+        if self.autopipeline:
+            return await self.request_shared(packed, count, decode)
+        return await self.request_exclusive(packed, count, decode)
+
+    async def request_shared(self, packed: bytes, count: int, decode: bool) -> list[Any]:
+        """Through the shared connection: see :mod:`._autopipeline`."""
+        with self.breaker.attempt(is_failure):
+            pool = self._pool
+            shared = pool.shared_now()
+            if shared is None:
+                shared = await pool.shared()
+            try:
+                with deadline("redis.command"):
+                    return await shared.execute(packed, count, decode)
+            except DeadlineExceeded as error:
+                # Redis is silent: commands queued behind this one would wait
+                # as long. Fail them now and start afresh on a new connection.
+                shared.fail(error)
+                raise
+            except ConnectionLost as error:
+                raise RedisUnavailable(f"Redis connection lost: {error}") from error
+
+    async def request_exclusive(self, packed: bytes, count: int, decode: bool) -> list[Any]:
+        """On a pooled connection of its own; closed if the reply is interrupted."""
+        with self.breaker.attempt(is_failure):
+            connection = await self._pool.acquire()
+            try:
+                with deadline("redis.command"):
+                    return await connection.request(packed, count, decode)
+            except ConnectionLost as error:
+                raise RedisUnavailable(f"Redis connection lost: {error}") from error
+            finally:
+                self._pool.release(connection)
+
+    async def _execute_special(self, args: tuple[Any, ...], decode: bool) -> Any:
+        name = args[0] if type(args[0]) is str else str(args[0])
+        upper = name.upper()
+        if upper in _USE_PIPELINE:
+            raise RedisError(f"{upper} changes a connection's state: use client.pipeline()")
+        if upper in _USE_PUBSUB:
+            raise RedisError(f"{upper} needs a connection of its own: use client.pubsub()")
+        if upper in _USE_URL:
+            raise RedisError(f"{upper} is not available: set the database and password in the URL")
+        if not is_blocking(args):
+            packed = pack_command(args, self.encoder, utf8=self._utf8)
+            return (await self.request(packed, 1, decode))[0]
+        return await self._execute_blocking(args, decode)
+
+    async def _execute_blocking(self, args: tuple[Any, ...], decode: bool) -> Any:
+        table = current_deadlines()
+        remaining = trio.current_effective_deadline() - trio.current_time()
+        args, server_s = with_server_timeout(args, remaining, table.budget("redis.block_margin"))
+        packed = pack_command(args, self.encoder, utf8=self._utf8)
+        with self.breaker.attempt(is_failure):
+            connection = await self._pool.acquire()
+            try:
+                if server_s <= 0:
+                    # Waits as long as the caller lets it; cancelling closes
+                    # the connection, which also ends the wait on the server.
+                    return (await connection.request(packed, 1, decode))[0]
+                budget = table.budget("redis.command")
+                with trio.move_on_after(server_s + budget) as scope:
+                    return (await connection.request(packed, 1, decode))[0]
+                # Redis did not answer within its own timeout plus a round trip.
+                assert scope.cancelled_caught
+                raise DeadlineExceeded("redis.command", budget)
+            except ConnectionLost as error:
+                raise RedisUnavailable(f"Redis connection lost: {error}") from error
+            finally:
+                self._pool.release(connection)
+
+    # -- pipelines, transactions, pub/sub ------------------------------------
+
+    def pipeline(self, transaction: bool = True) -> Pipeline:
+        """A :class:`Pipeline`: commands queued, then sent in one write by ``execute()``.
+
+        With ``transaction=True`` (the default) they are wrapped in
+        ``MULTI``/``EXEC``. Use it as ``async with client.pipeline() as pipe:``
+        so a ``WATCH`` connection is given back on exit.
+        """
+        return Pipeline(self, transaction)
+
+    async def transaction(
+        self,
+        func: Callable[[Pipeline], Any],
+        *watches: Any,
+        value_from_callable: bool = False,
+    ) -> Any:
+        """Run ``func(pipe)`` under ``WATCH watches``, retrying on a conflict.
+
+        ``func`` reads through the pipeline (immediate while watching), calls
+        ``pipe.multi()`` and queues writes; they are executed as one
+        ``MULTI``/``EXEC``, repeated from the start if a watched key changed.
+        Returns the ``EXEC`` results, or ``func``'s result with
+        ``value_from_callable=True``.
+        """
+        async with self.pipeline(True) as pipe:
+            while True:
+                try:
+                    if watches:
+                        await pipe.watch(*watches)
+                    result = func(pipe)
+                    if inspect.isawaitable(result):
+                        result = await result
+                    executed = await pipe.execute()
+                    return result if value_from_callable else executed
+                except WatchError:
+                    continue
+
+    def pubsub(self) -> PubSub:
+        """A :class:`PubSub` on a connection of its own; use as ``async with``."""
+        return PubSub(self)
+
+    # -- state ---------------------------------------------------------------
+
+    @property
+    def pool(self) -> ConnectionPool:
+        return self._pool
+
+    @property
+    def endpoints(self) -> EndpointSource:
+        return self._pool.connector.source
+
+    def stats(self) -> dict[str, Any]:
+        """Breaker, pool and endpoint state, for health and metrics."""
+        return {
+            "breaker": self.breaker.snapshot(),
+            "pool": self._pool.stats(),
+            "endpoints": self.endpoints.describe(),
+        }

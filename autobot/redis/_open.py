@@ -1,0 +1,108 @@
+"""``open_redis``: build a client from a URL and own its lifetime."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+import trio
+from redis._parsers.encoders import Encoder
+
+from .._breaker import CircuitBreaker
+from .._errors import RedisUnavailable
+from ._client import Redis
+from ._endpoints import EndpointSource, NodeList, SentinelSource
+from ._pool import ConnectionPool, Connector
+from ._protocol import pack_command
+from ._url import RedisURL, parse_redis_url
+
+__all__ = ["default_breaker", "open_redis"]
+
+_DEFAULT_MAX_CONNECTIONS = 32
+# Five failures in a row is a pattern rather than a blip; five seconds lets a
+# restarting Redis come back before the probe, without leaving callers
+# failing fast for long after it did.
+_FAILURE_THRESHOLD = 5
+_COOLDOWN_S = 5.0
+
+
+def default_breaker() -> CircuitBreaker:
+    """The breaker a client gets unless one is passed to :func:`open_redis`."""
+    return CircuitBreaker(
+        "redis",
+        open_error=lambda remaining: RedisUnavailable(
+            f"Redis circuit open: failing fast for {remaining:.1f} s more",
+            retry_after_s=round(remaining, 3),
+        ),
+        failure_threshold=_FAILURE_THRESHOLD,
+        cooldown_s=_COOLDOWN_S,
+    )
+
+
+def _handshake(url: RedisURL) -> list[bytes]:
+    encoder = Encoder("utf-8", "strict", False)
+    commands: list[bytes] = []
+    if url.password is not None:
+        auth = ("AUTH", url.username, url.password) if url.username else ("AUTH", url.password)
+        commands.append(pack_command(auth, encoder))
+    if url.db:
+        commands.append(pack_command(("SELECT", url.db), encoder))
+    return commands
+
+
+def _source(url: RedisURL, handshake: list[bytes]) -> EndpointSource:
+    if url.mode == "sentinel":
+        assert url.service_name is not None
+        return SentinelSource(url.endpoints, url.service_name)
+    return NodeList(url.endpoints, probe=url.mode == "failover", handshake=handshake)
+
+
+@asynccontextmanager
+async def open_redis(
+    url: str | RedisURL,
+    *,
+    decode_responses: bool = False,
+    encoding: str = "utf-8",
+    encoding_errors: str = "strict",
+    max_connections: int = _DEFAULT_MAX_CONNECTIONS,
+    autopipeline: bool = True,
+    breaker: CircuitBreaker | None = None,
+) -> AsyncIterator[Redis]:
+    """A :class:`Redis` client for ``url``, closed when the block ends.
+
+    ``url`` is anything :func:`parse_redis_url` accepts (``ValueError`` if
+    not). Background work (failover probes, Sentinel polling) runs in a
+    nursery of this context manager and stops with it. Nothing connects up
+    front: the first command connects, so a Redis that is down at start-up
+    makes commands fail (and the breaker open), not the start-up itself.
+    Host names are resolved here, once.
+
+    ``max_connections`` bounds the pool of connections used one task at a
+    time (blocking commands, ``WATCH``, and every command when
+    ``autopipeline=False``); the shared, pipelined connection is one more.
+    """
+    parsed = parse_redis_url(url) if isinstance(url, str) else url
+    handshake = _handshake(parsed)
+    source = _source(parsed, handshake)
+    connector = Connector(
+        source,
+        handshake,
+        encoding=encoding if decode_responses else None,
+        encoding_errors=encoding_errors,
+    )
+    pool = ConnectionPool(connector, max_connections)
+    client = Redis(
+        pool,
+        breaker=breaker or default_breaker(),
+        encoding=encoding,
+        encoding_errors=encoding_errors,
+        decode_responses=decode_responses,
+        autopipeline=autopipeline,
+    )
+    async with trio.open_nursery() as nursery:
+        await nursery.start(source.run)
+        try:
+            yield client
+        finally:
+            pool.close()
+            nursery.cancel_scope.cancel()

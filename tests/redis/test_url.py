@@ -1,0 +1,62 @@
+"""``parse_redis_url``: the three URL modes, and one-line errors for bad input."""
+
+from __future__ import annotations
+
+import pytest
+
+from autobot.redis import Endpoint, parse_redis_url
+
+
+def test_single_url_with_credentials_and_database() -> None:
+    url = parse_redis_url("redis://bot:s%40cret@cache.local:6380/3")
+    assert url.mode == "single"
+    assert url.endpoints == (Endpoint("cache.local", 6380),)
+    assert (url.username, url.password, url.db) == ("bot", "s@cret", 3)
+    assert "s@cret" not in str(url) and "***" in str(url)
+
+
+def test_defaults_and_db_query_parameter() -> None:
+    assert parse_redis_url("redis://localhost").endpoints == (Endpoint("localhost", 6379),)
+    assert parse_redis_url("redis://localhost?db=5").db == 5
+    assert parse_redis_url("redis://[::1]:7000/1").endpoints == (Endpoint("::1", 7000),)
+
+
+def test_failover_list_keeps_order() -> None:
+    url = parse_redis_url("redis://a:1/2, redis://b:2/2 ,redis://c/2".replace(" ", ""))
+    assert url.mode == "failover"
+    assert [str(endpoint) for endpoint in url.endpoints] == ["a:1", "b:2", "c:6379"]
+    assert url.db == 2
+
+
+def test_sentinel_url() -> None:
+    url = parse_redis_url("redis+sentinel://:pw@s1:26379,s2,s3:5000/mymaster/4")
+    assert url.mode == "sentinel"
+    assert url.service_name == "mymaster"
+    assert url.endpoints == (Endpoint("s1", 26379), Endpoint("s2", 26379), Endpoint("s3", 5000))
+    assert (url.password, url.db) == ("pw", 4)
+
+
+@pytest.mark.parametrize(
+    ("text", "fragment"),
+    [
+        ("", "empty"),
+        ("http://host", "redis://"),
+        ("rediss://host", "TLS"),
+        ("redis://host:99999", "port"),
+        ("redis://host:abc", "port"),
+        ("redis://host/x", "database"),
+        ("redis://a:1/0,b:2", "full redis:// URL"),
+        ("redis://a:1/0,redis://b:2/1", "same database"),
+        ("redis://a:1/0,redis://a:1/0", "twice"),
+        ("redis+sentinel://s1:26379", "service name"),
+        ("redis+sentinel://s1/a/b/c", "service_name"),
+        ("redis://:hunter2@host:bad", "port"),
+    ],
+)
+def test_invalid_urls_raise_one_line_value_errors(text: str, fragment: str) -> None:
+    with pytest.raises(ValueError) as caught:
+        parse_redis_url(text)
+    message = str(caught.value)
+    assert fragment in message
+    assert "\n" not in message
+    assert "hunter2" not in message

@@ -1,0 +1,318 @@
+"""Real ``redis-server`` processes for tests: started on free ports, stopped at teardown.
+
+Nothing here is specific to the Redis client's tests; any test directory can
+start a server, a replica or Sentinels through :class:`RedisProcesses`
+(``processes.redis()``, ``.replica(primary)``, ``.sentinels(master)``), freeze
+one with SIGSTOP, kill one, and talk to it with :meth:`RedisProcess.command`
+(a tiny synchronous RESP client, so the helpers depend on nothing but the
+server binary).
+
+Servers never touch port 6379 and never persist (``--save "" --appendonly no``);
+each runs in its own directory under the test's temporary path.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import shutil
+import signal
+import socket
+import subprocess
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import trio
+
+__all__ = [
+    "RedisProcess",
+    "RedisProcesses",
+    "eventually",
+    "free_port",
+    "redis_available",
+    "sentinel_master",
+    "wait_until",
+]
+
+_STARTUP_S = 5.0
+_POLL_S = 0.01
+_RESERVED_PORTS = frozenset((6379, 26379))
+
+
+def redis_available() -> bool:
+    return shutil.which("redis-server") is not None
+
+
+def free_port() -> int:
+    """A TCP port nothing listens on right now (never Redis's default ports)."""
+    while True:
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            port = sock.getsockname()[1]
+        if port not in _RESERVED_PORTS:
+            return port
+
+
+def wait_until(predicate: Any, budget_s: float = _STARTUP_S, what: str = "condition") -> None:
+    """Poll ``predicate()`` (synchronously) until true; fail the test after ``budget_s``."""
+    give_up = time.monotonic() + budget_s
+    while True:
+        try:
+            if predicate():
+                return
+        except OSError:
+            pass
+        if time.monotonic() > give_up:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(_POLL_S)
+
+
+async def eventually(predicate: Any, what: str, budget_s: float = _STARTUP_S) -> None:
+    """Poll ``predicate()`` from async code until true; fail after ``budget_s``.
+
+    For state that lives in another process (a replica's data, a Sentinel's
+    view), which no Trio event can signal.
+    """
+    with trio.fail_after(budget_s):
+        while True:
+            if predicate():
+                return
+            await trio.sleep(_POLL_S)
+
+
+def _encode(*args: Any) -> bytes:
+    out = [b"*%d\r\n" % len(args)]
+    for arg in args:
+        data = arg if isinstance(arg, bytes) else str(arg).encode()
+        out.append(b"$%d\r\n%s\r\n" % (len(data), data))
+    return b"".join(out)
+
+
+def _read(reader: Any) -> Any:
+    line = reader.readline()
+    if not line:
+        raise ConnectionError("connection closed")
+    kind, rest = line[:1], line[1:-2]
+    if kind == b"+":
+        return rest.decode()
+    if kind == b"-":
+        return RuntimeError(rest.decode())
+    if kind == b":":
+        return int(rest)
+    if kind == b"$":
+        size = int(rest)
+        if size < 0:
+            return None
+        return reader.read(size + 2)[:-2].decode("utf-8", "replace")
+    if kind == b"*":
+        size = int(rest)
+        return None if size < 0 else [_read(reader) for _ in range(size)]
+    raise ConnectionError(f"unexpected reply {line!r}")
+
+
+@dataclass
+class RedisProcess:
+    """One ``redis-server`` (or Sentinel) process."""
+
+    port: int
+    directory: Path
+    args: list[str]
+    password: str | None = None
+    process: subprocess.Popen[bytes] | None = field(default=None, repr=False)
+    host: str = "127.0.0.1"
+
+    @property
+    def url(self) -> str:
+        auth = f":{self.password}@" if self.password else ""
+        return f"redis://{auth}{self.host}:{self.port}/0"
+
+    @property
+    def address(self) -> str:
+        return f"{self.host}:{self.port}"
+
+    def start(self) -> RedisProcess:
+        log = open(self.directory / "server.log", "ab")  # noqa: SIM115 - kept for the process
+        self.process = subprocess.Popen(
+            ["redis-server", *self.args], cwd=self.directory, stdout=log, stderr=log
+        )
+        log.close()
+        wait_until(self._answers, what=f"redis-server on port {self.port}")
+        return self
+
+    def _answers(self) -> bool:
+        if self.process is not None and self.process.poll() is not None:
+            tail = (self.directory / "server.log").read_text(errors="replace")[-2000:]
+            raise AssertionError(f"redis-server on port {self.port} exited:\n{tail}")
+        reply = self.command("PING", budget_s=0.2)
+        return reply == "PONG" or (isinstance(reply, RuntimeError) and "NOAUTH" in str(reply))
+
+    def command(self, *args: Any, budget_s: float = 2.0) -> Any:
+        """Send one command on a new connection; return the decoded reply.
+
+        Error replies are returned as ``RuntimeError`` instances, not raised.
+        """
+        with socket.create_connection((self.host, self.port), timeout=budget_s) as sock:
+            if self.password:
+                sock.sendall(_encode("AUTH", self.password))
+            sock.sendall(_encode(*args))
+            reader = sock.makefile("rb")
+            if self.password:
+                _read(reader)
+            return _read(reader)
+
+    @property
+    def running(self) -> bool:
+        return self.process is not None and self.process.poll() is None
+
+    def freeze(self) -> None:
+        """SIGSTOP: the process stops answering but its sockets stay open."""
+        assert self.process is not None
+        self.process.send_signal(signal.SIGSTOP)
+
+    def thaw(self) -> None:
+        """SIGCONT after :meth:`freeze`."""
+        assert self.process is not None
+        self.process.send_signal(signal.SIGCONT)
+
+    def kill(self) -> None:
+        """SIGKILL, and wait for the process to be gone."""
+        if self.process is not None and self.process.poll() is None:
+            self.process.send_signal(signal.SIGCONT)
+            self.process.kill()
+            self.process.wait(_STARTUP_S)
+
+    def stop(self) -> None:
+        """Terminate (after thawing, in case it was frozen) and wait."""
+        if self.process is not None and self.process.poll() is None:
+            self.process.send_signal(signal.SIGCONT)
+            self.process.terminate()
+            try:
+                self.process.wait(_STARTUP_S)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(_STARTUP_S)
+
+
+def _server_args(port: int, directory: Path, extra: list[str]) -> list[str]:
+    return [
+        "--port", str(port),
+        "--bind", "127.0.0.1",
+        "--save", "",
+        "--appendonly", "no",
+        "--dir", str(directory),
+        # Replicas sync at once instead of after the default 5 s batching delay.
+        "--repl-diskless-sync-delay", "0",
+        *extra,
+    ]  # fmt: skip
+
+
+class RedisProcesses:
+    """Starts servers, replicas and Sentinels under ``root``; :meth:`stop_all` ends them."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.processes: list[RedisProcess] = []
+        self._count = 0
+
+    def _directory(self, kind: str) -> Path:
+        self._count += 1
+        path = self.root / f"{kind}-{self._count}"
+        path.mkdir(parents=True)
+        return path
+
+    def stop_all(self) -> None:
+        for process in reversed(self.processes):
+            with contextlib.suppress(Exception):
+                process.stop()
+        self.processes.clear()
+
+    def redis(self, *extra: str, password: str | None = None) -> RedisProcess:
+        """A ``redis-server`` on a free port; ``extra`` are more command-line options."""
+        options = list(extra)
+        if password:
+            options += ["--requirepass", password, "--masterauth", password]
+        for _ in range(3):  # a free port can be taken between the probe and the bind
+            port = free_port()
+            directory = self._directory("redis")
+            server = RedisProcess(port, directory, _server_args(port, directory, options), password)
+            try:
+                server.start()
+            except AssertionError:
+                server.stop()
+                continue
+            self.processes.append(server)
+            return server
+        raise AssertionError("could not start redis-server on a free port")
+
+    def replica(self, primary: RedisProcess) -> RedisProcess:
+        """A replica of ``primary``, returned once its replication link is up."""
+        replica = self.redis(
+            "--replicaof", primary.host, str(primary.port), password=primary.password
+        )
+        wait_until(
+            lambda: "master_link_status:up" in str(replica.command("INFO", "replication")),
+            what=f"replica {replica.address} to sync from {primary.address}",
+        )
+        return replica
+
+    def sentinels(
+        self,
+        master: RedisProcess,
+        *,
+        count: int = 1,
+        service: str = "autobot",
+        down_after_ms: int = 200,
+        failover_timeout_ms: int = 1000,
+        expect_replicas: int = 1,
+    ) -> list[RedisProcess]:
+        """``count`` Sentinels (``redis-server <conf> --sentinel``) watching ``master``.
+
+        The quorum is a majority. Returns once every Sentinel sees
+        ``expect_replicas`` replicas and the other Sentinels, so that a failover
+        can start as soon as the test kills the master.
+        """
+        quorum = count // 2 + 1
+        started: list[RedisProcess] = []
+        for _ in range(count):
+            port = free_port()
+            directory = self._directory("sentinel")
+            config = directory / "sentinel.conf"
+            lines = [
+                f"port {port}",
+                "bind 127.0.0.1",
+                f"dir {directory}",
+                f"sentinel monitor {service} {master.host} {master.port} {quorum}",
+                f"sentinel down-after-milliseconds {service} {down_after_ms}",
+                f"sentinel failover-timeout {service} {failover_timeout_ms}",
+                f"sentinel parallel-syncs {service} 1",
+            ]
+            if master.password:
+                lines.append(f"sentinel auth-pass {service} {master.password}")
+            config.write_text("\n".join(lines) + "\n")
+            sentinel = RedisProcess(port, directory, [str(config), "--sentinel"])
+            self.processes.append(sentinel)
+            sentinel.start()
+            started.append(sentinel)
+
+        def ready(sentinel: RedisProcess) -> bool:
+            replicas = sentinel.command("SENTINEL", "replicas", service)
+            others = sentinel.command("SENTINEL", "sentinels", service)
+            return (
+                isinstance(replicas, list)
+                and len(replicas) >= expect_replicas
+                and isinstance(others, list)
+                and len(others) >= count - 1
+            )
+
+        for sentinel in started:
+            wait_until(lambda s=sentinel: ready(s), budget_s=15, what="Sentinels to see the setup")
+        return started
+
+
+def sentinel_master(sentinel: RedisProcess, service: str = "autobot") -> tuple[str, int] | None:
+    """The master address ``sentinel`` names for ``service`` right now."""
+    reply = sentinel.command("SENTINEL", "get-master-addr-by-name", service)
+    if not isinstance(reply, list):
+        return None
+    return reply[0], int(reply[1])
