@@ -29,11 +29,11 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from ._deadlines import SCOPES, DeadlineTable
+from .redis import parse_redis_url
 
 __all__ = ["ConfigError", "Settings", "load_settings"]
 
 _PREFIX = "AUTOBOT_"
-_REDIS_SCHEMES = ("redis", "rediss", "redis+sentinel")
 _LOG_LEVELS = ("debug", "info", "warning", "error")
 
 
@@ -102,16 +102,7 @@ def _http_url(value: Any) -> str:
 
 def _redis_urls(value: Any) -> str:
     text = _text(value)
-    for url in text.split(","):
-        parts = urlsplit(url.strip())
-        if parts.scheme not in _REDIS_SCHEMES or not parts.hostname:
-            raise ValueError(
-                f"{url.strip()!r} is not a redis://, rediss:// or redis+sentinel:// URL"
-            )
-        try:
-            parts.port  # noqa: B018 - parsing the port is the check
-        except ValueError:
-            raise ValueError(f"{url.strip()!r} has an invalid port") from None
+    parse_redis_url(text)  # raises ValueError with a one-line message
     return text
 
 
@@ -142,7 +133,7 @@ class Settings:
             f"listen      http://{self.host}:{self.port}",
             f"data dir    {self.data_dir}",
             "storage     "
-            + (f"redis {_mask_url_passwords(self.redis_url)}" if self.redis_url else "embedded"),
+            + (f"redis {parse_redis_url(self.redis_url)}" if self.redis_url else "embedded"),
             f"llm         {self.llm_provider} {self.llm_url} model={self.llm_model}"
             + (" key=****" if self.llm_api_key else ""),
             f"api token   {'required' if self.api_token else 'not required'}",
@@ -152,18 +143,6 @@ class Settings:
             overrides = ", ".join(f"{name}={s:g}s" for name, s in sorted(self.deadlines.items()))
             lines.append(f"deadlines   {overrides}")
         return lines
-
-
-def _mask_url_passwords(urls: str) -> str:
-    masked = []
-    for url in urls.split(","):
-        parts = urlsplit(url.strip())
-        if parts.password:
-            user = parts.username or ""
-            netloc = f"{user}:****@{parts.hostname}" + (f":{parts.port}" if parts.port else "")
-            url = parts._replace(netloc=netloc).geturl()
-        masked.append(url.strip())
-    return ",".join(masked)
 
 
 _FIELDS: dict[str, Callable[[Any], Any]] = {

@@ -16,7 +16,7 @@ Catch at the level you can handle::
     ├── PayloadTooLarge (413)       upload_too_large
     ├── ValidationFailed (422)
     ├── UpstreamError (502)         llm_error
-    ├── ServiceUnavailable (503)    redis_unavailable, llm_unavailable
+    ├── ServiceUnavailable (503)    redis_unavailable, llm_unavailable, storage_unavailable
     └── DeadlineExceeded (504)      deadline_exceeded, llm_timeout
 """
 
@@ -38,6 +38,7 @@ __all__ = [
     "PayloadTooLarge",
     "RedisUnavailable",
     "ServiceUnavailable",
+    "StorageUnavailable",
     "Unauthorized",
     "UpstreamError",
     "ValidationFailed",
@@ -169,3 +170,9 @@ class LLMTimeout(DeadlineExceeded):
     """An ``llm.*`` deadline expired: connect, first token, idle gap or total."""
 
     code = "llm_timeout"
+
+
+class StorageUnavailable(ServiceUnavailable):
+    """The embedded store cannot write to its data directory right now."""
+
+    code = "storage_unavailable"

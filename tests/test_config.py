@@ -75,7 +75,7 @@ def test_summary_masks_secrets() -> None:
     text = "\n".join(settings.summary())
     for secret in ("hunter2", "sk-live-abc", "tok-xyz"):
         assert secret not in text
-    assert "redis://user:****@db:6379/0" in text
+    assert "redis://user:***@db:6379/0" in text
     assert "llm.idle=40s" in text
 
 
@@ -89,8 +89,8 @@ def test_summary_masks_secrets() -> None:
             "AUTOBOT_LLM_PROVIDER: 'gpt' is not one of ollama, openai",
         ),
         ({"AUTOBOT_LLM_URL": "localhost:11434"}, "AUTOBOT_LLM_URL: 'localhost:11434' is not an"),
-        ({"AUTOBOT_REDIS_URL": "http://x"}, "AUTOBOT_REDIS_URL: 'http://x' is not a redis://"),
-        ({"AUTOBOT_REDIS_URL": "redis://x:99999"}, "AUTOBOT_REDIS_URL: 'redis://x:99999' has an"),
+        ({"AUTOBOT_REDIS_URL": "http://x"}, "AUTOBOT_REDIS_URL: http://x: expected a redis://"),
+        ({"AUTOBOT_REDIS_URL": "redis://x:99999"}, "AUTOBOT_REDIS_URL: redis://x:99999: '99"),
         ({"AUTOBOT_MAX_UPLOAD_BYTES": "-5"}, "AUTOBOT_MAX_UPLOAD_BYTES: '-5' is not a positive"),
         (
             {"AUTOBOT_DEADLINE_LLM_IDLE": "soon"},

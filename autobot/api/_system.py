@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from quart import Blueprint, Response, jsonify
+from quart_trio.wrappers import TrioResponse
 
 from .._deadlines import current_deadlines
 from .._health import run_health_checks
@@ -31,4 +32,4 @@ async def deadlines() -> Response:
 
 @system.get("/api/metrics")
 async def metrics() -> Response:
-    return Response(services().metrics.render(), content_type=CONTENT_TYPE)
+    return TrioResponse(services().metrics.render(), content_type=CONTENT_TYPE)

@@ -103,7 +103,7 @@ async def test_unusable_data_dir_is_down_with_503(
     assert response.status_code == 503
     assert body["status"] == "down"
     assert body["checks"]["storage"]["ok"] is False
-    assert "NotADirectoryError" in body["checks"]["storage"]["error"]
+    assert "Not a directory" in body["checks"]["storage"]["error"]
 
 
 async def test_unreachable_llm_is_degraded(settings: Settings) -> None:

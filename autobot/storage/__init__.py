@@ -1,0 +1,24 @@
+"""Storage and messaging: one interface, an embedded backend and a Redis backend."""
+
+from ._embedded import EmbeddedStore, open_embedded_store
+from ._interface import Store
+from ._models import Chat, Fact, InboxMessage, Message, Priority, new_id, now
+from ._open import open_store, store_directory
+from ._redis_store import RedisStore, open_redis_store
+
+__all__ = [
+    "Chat",
+    "EmbeddedStore",
+    "Fact",
+    "InboxMessage",
+    "Message",
+    "Priority",
+    "RedisStore",
+    "Store",
+    "new_id",
+    "now",
+    "open_embedded_store",
+    "open_redis_store",
+    "open_store",
+    "store_directory",
+]

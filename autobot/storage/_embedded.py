@@ -1,0 +1,295 @@
+"""The embedded backend: one process, state in memory, every change on disk first.
+
+Reads come from memory. Writes become records that the :class:`Journal`
+appends, fsyncs and only then applies, so anything a caller was told is stored
+survives a crash. Blocking inbox receives and publish/subscribe are in-process
+Trio primitives. Leases live in memory only: in a single process a restart
+ends every lease anyway.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import trio
+
+from .._errors import BadRequest, NotFound
+from .._nursery import background_nursery
+from ._embedded_state import EmbeddedState
+from ._fanout import Fanout
+from ._journal import COMPACT_AFTER_BYTES, Journal
+from ._models import Chat, Fact, InboxMessage, Message, Priority, chat_not_found, new_id, now
+from ._records import EXPORT_KINDS
+
+__all__ = ["EmbeddedStore", "open_embedded_store"]
+
+
+def _fact_not_found(fact_id: str) -> NotFound:
+    return NotFound(f"no fact with id {fact_id!r}", code="fact_not_found")
+
+
+class EmbeddedStore:
+    """The :class:`~autobot.storage.Store` of one process; see :func:`open_embedded_store`."""
+
+    backend = "embedded"
+
+    def __init__(self, journal: Journal) -> None:
+        self._journal = journal
+        self._state = journal.state
+        self._fanout = Fanout()
+        self._leases: dict[str, tuple[str, float]] = {}
+        self._inbox_changed: dict[str, trio.Event] = {}
+        self._inbox_locks: dict[str, trio.Lock] = {}
+        journal.after_apply = self._after_apply
+
+    @property
+    def journal_failure(self) -> str | None:
+        """Why the last journal write failed, until one succeeds again (for health)."""
+        return self._journal.failure
+
+    def _after_apply(self, records: list[dict[str, Any]]) -> None:
+        for record in records:
+            if record["kind"] == "inbox_message":
+                event = self._inbox_changed.pop(record["agent"], None)
+                if event is not None:
+                    event.set()
+
+    async def _commit_one(self, record: dict[str, Any]) -> bool:
+        (applied,) = await self._journal.commit([record])
+        return applied
+
+    # -- chats ------------------------------------------------------------------------
+
+    async def create_chat(self, title: str | None = None) -> Chat:
+        created_at, _ = now()
+        record = {
+            "kind": "chat",
+            "id": new_id(),
+            "title": title or "New chat",
+            "created_at": created_at,
+            "updated_at": created_at,
+        }
+        await self._commit_one(record)
+        return Chat(record["id"], record["title"], created_at, created_at, 0)
+
+    def _entry(self, chat_id: str) -> Any:
+        entry = self._state.chats.get(chat_id)
+        if entry is None:
+            raise chat_not_found(chat_id)
+        return entry
+
+    async def get_chat(self, chat_id: str) -> Chat:
+        await trio.lowlevel.checkpoint()
+        return self._entry(chat_id).chat()
+
+    async def list_chats(self, limit: int = 100, offset: int = 0) -> list[Chat]:
+        await trio.lowlevel.checkpoint()
+        return self._state.list_chats(limit, offset)
+
+    async def delete_chat(self, chat_id: str) -> None:
+        self._entry(chat_id)
+        if not await self._commit_one({"kind": "chat_deleted", "id": chat_id}):
+            raise chat_not_found(chat_id)
+
+    async def append_message(
+        self, chat_id: str, role: str, content: str, status: str = "complete"
+    ) -> Message:
+        self._entry(chat_id)
+        created_at, _ = now()
+        message = Message(new_id(), role, content, created_at, status)
+        if not await self._commit_one({"kind": "message", "chat_id": chat_id, **message.to_json()}):
+            raise chat_not_found(chat_id)  # deleted while the append was being written
+        return message
+
+    async def get_messages(
+        self, chat_id: str, start: int = 0, stop: int | None = None
+    ) -> list[Message]:
+        await trio.lowlevel.checkpoint()
+        return self._entry(chat_id).messages[start:stop]
+
+    # -- knowledge facts ------------------------------------------------------------------
+
+    async def put_fact(self, text: str, metadata: dict[str, Any] | None = None) -> Fact:
+        created_at, _ = now()
+        fact = Fact(new_id(), text, dict(metadata or {}), created_at)
+        await self._commit_one({"kind": "fact", **fact.to_json()})
+        return fact
+
+    async def get_fact(self, fact_id: str) -> Fact:
+        await trio.lowlevel.checkpoint()
+        fact = self._state.facts.get(fact_id)
+        if fact is None:
+            raise _fact_not_found(fact_id)
+        return fact
+
+    async def delete_fact(self, fact_id: str) -> None:
+        if fact_id not in self._state.facts or not await self._commit_one(
+            {"kind": "fact_deleted", "id": fact_id}
+        ):
+            raise _fact_not_found(fact_id)
+
+    async def list_facts(self) -> list[Fact]:
+        await trio.lowlevel.checkpoint()
+        return list(self._state.facts.values())
+
+    # -- long-running operations ----------------------------------------------------------
+
+    async def put_operation(self, operation: dict[str, Any]) -> None:
+        await self._commit_one({"kind": "operation", "operation": copy.deepcopy(operation)})
+
+    async def get_operation(self, operation_id: str) -> dict[str, Any] | None:
+        await trio.lowlevel.checkpoint()
+        return copy.deepcopy(self._state.operations.get(operation_id))
+
+    async def list_operations(self) -> list[dict[str, Any]]:
+        await trio.lowlevel.checkpoint()
+        return copy.deepcopy(list(reversed(self._state.operations.values())))
+
+    async def put_checkpoint(self, operation_id: str, checkpoint: dict[str, Any]) -> None:
+        await self._commit_one(
+            {
+                "kind": "checkpoint",
+                "operation_id": operation_id,
+                "checkpoint": copy.deepcopy(checkpoint),
+            }
+        )
+
+    async def get_checkpoint(self, operation_id: str) -> dict[str, Any] | None:
+        await trio.lowlevel.checkpoint()
+        return copy.deepcopy(self._state.checkpoints.get(operation_id))
+
+    async def delete_checkpoint(self, operation_id: str) -> None:
+        if operation_id in self._state.checkpoints:
+            await self._commit_one({"kind": "checkpoint_deleted", "operation_id": operation_id})
+
+    # -- leases (in memory) ---------------------------------------------------------------
+
+    def _holder(self, name: str) -> str | None:
+        lease = self._leases.get(name)
+        if lease is None or lease[1] <= trio.current_time():
+            return None
+        return lease[0]
+
+    async def claim_lease(self, name: str, owner: str, ttl_s: float) -> bool:
+        await trio.lowlevel.checkpoint()
+        if self._holder(name) not in (None, owner):
+            return False
+        self._leases[name] = (owner, trio.current_time() + ttl_s)
+        return True
+
+    async def renew_lease(self, name: str, owner: str, ttl_s: float) -> bool:
+        await trio.lowlevel.checkpoint()
+        if self._holder(name) != owner:
+            return False
+        self._leases[name] = (owner, trio.current_time() + ttl_s)
+        return True
+
+    async def release_lease(self, name: str, owner: str) -> bool:
+        await trio.lowlevel.checkpoint()
+        if self._holder(name) != owner:
+            return False
+        del self._leases[name]
+        return True
+
+    async def lease_owner(self, name: str) -> str | None:
+        await trio.lowlevel.checkpoint()
+        return self._holder(name)
+
+    # -- agent inboxes --------------------------------------------------------------------
+
+    async def register_agent(self, agent: str) -> None:
+        if agent in self._state.agents:
+            await trio.lowlevel.checkpoint()
+            return
+        await self._commit_one({"kind": "agent", "agent": agent})
+
+    async def list_agents(self) -> list[str]:
+        await trio.lowlevel.checkpoint()
+        return sorted(self._state.agents)
+
+    async def push_inbox(self, agent: str, body: dict[str, Any], priority: Priority) -> str:
+        created_at, _ = now()
+        self._state.inbox_seq += 1
+        record = {
+            "kind": "inbox_message",
+            "agent": agent,
+            "id": new_id(),
+            "priority": Priority(priority).name.lower(),
+            "body": copy.deepcopy(body),
+            "created_at": created_at,
+            "seq": self._state.inbox_seq,
+        }
+        await self._commit_one(record)
+        return record["id"]
+
+    async def pop_inbox(self, agent: str, max_count: int) -> list[InboxMessage]:
+        # One taker at a time per inbox, so two takers never get the same message.
+        async with self._inbox_locks.setdefault(agent, trio.Lock()):
+            messages = self._state.peek_inbox(agent, max_count)
+            if messages:
+                await self._journal.commit(
+                    [{"kind": "inbox_taken", "agent": agent, "ids": [m.id for m in messages]}]
+                )
+            return messages
+
+    async def wait_inbox(self, agent: str, max_count: int) -> list[InboxMessage]:
+        while True:
+            changed = self._inbox_changed.setdefault(agent, trio.Event())
+            messages = await self.pop_inbox(agent, max_count)
+            if messages:
+                return messages
+            await changed.wait()
+
+    # -- publish / subscribe ----------------------------------------------------------------
+
+    async def publish(self, channel: str, message: dict[str, Any]) -> None:
+        await trio.lowlevel.checkpoint()
+        self._fanout.deliver(channel, message)
+
+    def subscribe(self, channel: str) -> AbstractAsyncContextManager[AsyncIterator[dict[str, Any]]]:
+        return self._fanout.subscribe(channel)
+
+    # -- migration ----------------------------------------------------------------------
+
+    async def export_records(self, write: Callable[[dict[str, Any]], Awaitable[None]]) -> int:
+        count = 0
+        for record in self._state.records():
+            await write(record)
+            count += 1
+        return count
+
+    async def import_records(self, records: Iterable[dict[str, Any]]) -> int:
+        batch = list(records)
+        for number, record in enumerate(batch, 1):
+            if record.get("kind") not in EXPORT_KINDS:
+                raise BadRequest(f"record {number} has an unknown kind: {record.get('kind')!r}")
+        if batch:
+            await self._journal.commit(batch)
+        else:
+            await trio.lowlevel.checkpoint()
+        return len(batch)
+
+    async def aclose(self) -> None:
+        self._fanout.close()
+        await self._journal.aclose()
+
+
+@asynccontextmanager
+async def open_embedded_store(
+    directory: Path, *, compact_after_bytes: int = COMPACT_AFTER_BYTES
+) -> AsyncIterator[EmbeddedStore]:
+    """Open (recovering) the store in ``directory``; its writer runs until the block ends."""
+    journal = Journal(directory, EmbeddedState(), compact_after_bytes=compact_after_bytes)
+    await journal.open()
+    store = EmbeddedStore(journal)
+    try:
+        async with background_nursery() as nursery:
+            await nursery.start(journal.run)
+            yield store
+    finally:
+        with trio.CancelScope(shield=True):
+            await store.aclose()

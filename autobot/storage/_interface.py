@@ -1,0 +1,176 @@
+"""The one storage and messaging interface the features are written against.
+
+Two backends implement it: :class:`~autobot.storage.EmbeddedStore` (one
+process, data on disk under the data dir) and :class:`~autobot.storage.RedisStore`
+(any number of processes sharing one Redis). Both pass the same contract test
+suite (``tests/storage/test_contract.py``), which is the precise specification;
+the docstrings here say what callers may rely on.
+
+Every method may raise :class:`~autobot.ServiceUnavailable` (``storage_unavailable``
+or ``redis_unavailable``) when the backend cannot be reached or written, and
+:class:`~autobot.DeadlineExceeded` when a step outlived its deadline scope
+(``file.io``, ``redis.command``). Every method is safe to cancel: a write that
+was cancelled either happened whole or not at all, never in part.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
+from contextlib import AbstractAsyncContextManager
+from typing import Any, Protocol
+
+from ._models import Chat, Fact, InboxMessage, Message, Priority
+
+__all__ = ["Store"]
+
+
+class Store(Protocol):
+    # -- chats ------------------------------------------------------------------
+
+    async def create_chat(self, title: str | None = None) -> Chat:
+        """A new, empty chat; ``title`` defaults to "New chat"."""
+        ...
+
+    async def get_chat(self, chat_id: str) -> Chat:
+        """The chat with its current ``message_count``; ``NotFound`` ``chat_not_found``."""
+        ...
+
+    async def list_chats(self, limit: int = 100, offset: int = 0) -> list[Chat]:
+        """Chats newest first: the most recently created or appended to comes first."""
+        ...
+
+    async def delete_chat(self, chat_id: str) -> None:
+        """Delete the chat and its messages; ``NotFound`` ``chat_not_found``."""
+        ...
+
+    async def append_message(
+        self, chat_id: str, role: str, content: str, status: str = "complete"
+    ) -> Message:
+        """Append one message as a whole; the chat becomes the newest.
+
+        Concurrent appends to one chat are serialised: each lands whole, in
+        some order, none lost. ``NotFound`` when the chat does not exist.
+        """
+        ...
+
+    async def get_messages(
+        self, chat_id: str, start: int = 0, stop: int | None = None
+    ) -> list[Message]:
+        """Messages ``[start:stop]`` in append order (Python slice rules, negatives too)."""
+        ...
+
+    # -- knowledge facts -----------------------------------------------------------
+
+    async def put_fact(self, text: str, metadata: dict[str, Any] | None = None) -> Fact: ...
+
+    async def get_fact(self, fact_id: str) -> Fact:
+        """``NotFound`` ``fact_not_found`` when missing."""
+        ...
+
+    async def delete_fact(self, fact_id: str) -> None:
+        """``NotFound`` ``fact_not_found`` when missing."""
+        ...
+
+    async def list_facts(self) -> list[Fact]:
+        """Every fact, oldest first."""
+        ...
+
+    # -- long-running operations ------------------------------------------------------
+
+    async def put_operation(self, operation: dict[str, Any]) -> None:
+        """Create or replace the operation record ``operation["id"]`` (a JSON object)."""
+        ...
+
+    async def get_operation(self, operation_id: str) -> dict[str, Any] | None: ...
+
+    async def list_operations(self) -> list[dict[str, Any]]:
+        """Every operation record, newest first (by first ``put``)."""
+        ...
+
+    async def put_checkpoint(self, operation_id: str, checkpoint: dict[str, Any]) -> None:
+        """Replace the operation's checkpoint; durable once this returns."""
+        ...
+
+    async def get_checkpoint(self, operation_id: str) -> dict[str, Any] | None: ...
+
+    async def delete_checkpoint(self, operation_id: str) -> None: ...
+
+    # -- leases ---------------------------------------------------------------------
+
+    async def claim_lease(self, name: str, owner: str, ttl_s: float) -> bool:
+        """Take the lease if it is free, expired, or already ``owner``'s; True if taken.
+
+        A lease is how one worker among several processes owns a piece of work
+        (a running operation, the answer being streamed into a chat). It
+        lapses ``ttl_s`` seconds after the last claim or renewal.
+        """
+        ...
+
+    async def renew_lease(self, name: str, owner: str, ttl_s: float) -> bool:
+        """Extend ``owner``'s lease; False if it lapsed or someone else holds it."""
+        ...
+
+    async def release_lease(self, name: str, owner: str) -> bool:
+        """Give the lease up; False if ``owner`` did not hold it."""
+        ...
+
+    async def lease_owner(self, name: str) -> str | None: ...
+
+    # -- agent inboxes -------------------------------------------------------------------
+
+    async def register_agent(self, agent: str) -> None: ...
+
+    async def list_agents(self) -> list[str]:
+        """Registered agents, sorted by name."""
+        ...
+
+    async def push_inbox(self, agent: str, body: dict[str, Any], priority: Priority) -> str:
+        """Queue a message for ``agent`` (registering it); returns the message id."""
+        ...
+
+    async def pop_inbox(self, agent: str, max_count: int) -> list[InboxMessage]:
+        """Take up to ``max_count`` messages, highest priority first, FIFO within one.
+
+        Returns at once, with an empty list when there is nothing to take.
+        """
+        ...
+
+    async def wait_inbox(self, agent: str, max_count: int) -> list[InboxMessage]:
+        """Like :meth:`pop_inbox`, but waits until at least one message is there.
+
+        Waits without limit: bound it with a cancel scope. Cancelling the wait
+        loses no message: messages are taken only once one is known to be there.
+        """
+        ...
+
+    # -- publish / subscribe ------------------------------------------------------------
+
+    async def publish(self, channel: str, message: dict[str, Any]) -> None:
+        """Send ``message`` to every current subscriber of ``channel``, in every process."""
+        ...
+
+    def subscribe(self, channel: str) -> AbstractAsyncContextManager[AsyncIterator[dict[str, Any]]]:
+        """Receive what is published on ``channel`` from now on, in order::
+
+            async with store.subscribe("chat:42") as messages:
+                async for message in messages:
+                    ...
+
+        A subscriber that falls too far behind is dropped: its iterator raises
+        ``ServiceUnavailable`` rather than holding memory without bound.
+        """
+        ...
+
+    # -- migration ------------------------------------------------------------------
+
+    async def export_records(self, write: Callable[[dict[str, Any]], Awaitable[None]]) -> int:
+        """Pass every stored record, a JSON object with a ``"kind"``, to ``write``; count them."""
+        ...
+
+    async def import_records(self, records: Iterable[dict[str, Any]]) -> int:
+        """Store records made by :meth:`export_records` (of either backend); returns a count.
+
+        Call it once per batch for a large import; records of one batch are
+        written together.
+        """
+        ...

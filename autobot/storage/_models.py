@@ -1,0 +1,118 @@
+"""The records the store keeps, and the small helpers that make them.
+
+Records are frozen dataclasses: what a caller gets back cannot change under it
+when the store is updated. ``to_json()`` gives the API's field names; the same
+dicts are what both backends persist and what ``export``/``import`` move.
+"""
+
+from __future__ import annotations
+
+import enum
+import sys
+import time
+import uuid
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from .._errors import NotFound
+
+__all__ = [
+    "Chat",
+    "Fact",
+    "InboxMessage",
+    "Message",
+    "Priority",
+    "chat_not_found",
+    "new_id",
+    "now",
+]
+
+
+def new_id() -> str:
+    """An opaque, unique identifier."""
+    return uuid.uuid4().hex
+
+
+def now() -> tuple[str, int]:
+    """The current UTC time as the contract's ISO 8601 string and as epoch milliseconds."""
+    epoch_ms = time.time_ns() // 1_000_000
+    iso = datetime.fromtimestamp(epoch_ms / 1000, UTC).isoformat(timespec="milliseconds")
+    return iso.replace("+00:00", "Z"), epoch_ms
+
+
+def chat_not_found(chat_id: str) -> NotFound:
+    return NotFound(f"no chat with id {chat_id!r}", code="chat_not_found")
+
+
+class Priority(enum.IntEnum):
+    """Agent message priorities; a higher value is delivered first."""
+
+    LOW = 0
+    NORMAL = 1
+    HIGH = 2
+    CRITICAL = 3
+
+
+@dataclass(frozen=True, slots=True)
+class Message:
+    id: str
+    role: str  # "user" or "assistant"
+    content: str
+    created_at: str
+    status: str = "complete"  # assistant answers: "complete", "cancelled" or "failed"
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> Message:
+        # Roles and statuses repeat in every message: share one string object each.
+        return cls(
+            data["id"],
+            sys.intern(data["role"]),
+            data["content"],
+            data["created_at"],
+            sys.intern(data.get("status", "complete")),
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class Chat:
+    id: str
+    title: str
+    created_at: str
+    updated_at: str
+    message_count: int = 0
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True, slots=True)
+class Fact:
+    id: str
+    text: str
+    metadata: dict[str, Any] = field(default_factory=dict)
+    created_at: str = ""
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True, slots=True)
+class InboxMessage:
+    """One message waiting in an agent's inbox. ``body`` is the caller's JSON object."""
+
+    id: str
+    priority: Priority
+    body: dict[str, Any]
+    created_at: str
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "priority": self.priority.name.lower(),
+            "created_at": self.created_at,
+            **self.body,
+        }

@@ -1,0 +1,42 @@
+"""The record vocabulary shared by journals, snapshots and export files.
+
+Every change to the store is one record, a JSON object with a ``"kind"``. The
+embedded backend appends these to its journal and replays them at start-up;
+both backends emit the state-describing kinds from ``export`` and accept them
+in ``import``. Applying a record is idempotent (putting what is already there
+changes nothing, taking what is gone is a no-op), which lets a snapshot be
+written while the store keeps changing: replaying the journal written since
+the snapshot began converges on the same state.
+
+State kinds (in exports, in snapshots, in journals)::
+
+    chat            id, title, created_at, updated_at
+    message         chat_id, id, role, content, created_at, status
+    fact            id, text, metadata, created_at
+    operation       operation: {...}
+    checkpoint      operation_id, checkpoint: {...}
+    agent           agent
+    inbox_message   agent, id, priority, body, created_at, seq
+
+Change kinds (journals only)::
+
+    chat_deleted        id
+    fact_deleted        id
+    checkpoint_deleted  operation_id
+    inbox_taken         agent, ids
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+__all__ = ["EXPORT_KINDS", "iso_to_ms"]
+
+EXPORT_KINDS = frozenset(
+    {"chat", "message", "fact", "operation", "checkpoint", "agent", "inbox_message"}
+)
+
+
+def iso_to_ms(iso: str) -> int:
+    """``2026-11-23T04:38:45.123Z`` → epoch milliseconds."""
+    return int(datetime.fromisoformat(iso).timestamp() * 1000)

@@ -1,0 +1,147 @@
+"""The Lua scripts behind every multi-step update of the Redis backend.
+
+A script runs atomically on the server: a caller cancelled after sending one
+gets no answer, but the change happened whole; cancelled before sending, it
+did not happen at all. Each script is loaded once per server and then run by
+its SHA (``EVALSHA``), falling back to ``EVAL`` after a restart or failover
+emptied the script cache.
+
+Key layout (``P`` is the prefix, ``autobot:`` by default); ``docs/storage.md``
+has the full table:
+
+* ``P chats`` ZSET of chat ids scored by ``P clock`` at the last change
+* ``P chat:<id>`` HASH id, title, created_at, updated_at
+* ``P chat:<id>:messages`` LIST of message JSON
+"""
+
+from __future__ import annotations
+
+import hashlib
+from typing import Any
+
+from redis.exceptions import NoScriptError
+
+__all__ = ["SCRIPTS", "Script"]
+
+
+class Script:
+    """One Lua script, run by SHA with a fallback to its source."""
+
+    def __init__(self, source: str) -> None:
+        self.source = source
+        self.sha = hashlib.sha1(source.encode()).hexdigest()
+
+    async def __call__(self, client: Any, keys: list[str], args: list[Any]) -> Any:
+        try:
+            return await client.evalsha(self.sha, len(keys), *keys, *args)
+        except NoScriptError:
+            return await client.eval(self.source, len(keys), *keys, *args)
+
+
+# KEYS: chats, clock, chat hash.  ARGV: id, title, created_at, updated_at
+_CREATE_CHAT = """
+if redis.call('EXISTS', KEYS[3]) == 1 then return 0 end
+redis.call('HSET', KEYS[3], 'id', ARGV[1], 'title', ARGV[2],
+           'created_at', ARGV[3], 'updated_at', ARGV[4])
+redis.call('ZADD', KEYS[1], redis.call('INCR', KEYS[2]), ARGV[1])
+return 1
+"""
+
+# KEYS: chats, clock, chat hash, messages.  ARGV: chat id, message json, created_at
+_APPEND_MESSAGE = """
+if redis.call('EXISTS', KEYS[3]) == 0 then return 0 end
+redis.call('RPUSH', KEYS[4], ARGV[2])
+redis.call('HSET', KEYS[3], 'updated_at', ARGV[3])
+redis.call('ZADD', KEYS[1], redis.call('INCR', KEYS[2]), ARGV[1])
+return 1
+"""
+
+# KEYS: chats, chat hash, messages.  ARGV: chat id
+_DELETE_CHAT = """
+if redis.call('EXISTS', KEYS[2]) == 0 then return 0 end
+redis.call('DEL', KEYS[2], KEYS[3])
+redis.call('ZREM', KEYS[1], ARGV[1])
+return 1
+"""
+
+# KEYS: order zset, clock, value key.  ARGV: id, json.  Keeps the first-put position.
+_PUT_ORDERED = """
+if redis.call('ZSCORE', KEYS[1], ARGV[1]) == false then
+  redis.call('ZADD', KEYS[1], redis.call('INCR', KEYS[2]), ARGV[1])
+end
+redis.call('SET', KEYS[3], ARGV[2])
+return 1
+"""
+
+# KEYS: order zset, value key.  ARGV: id
+_DELETE_ORDERED = """
+if redis.call('ZREM', KEYS[1], ARGV[1]) == 0 then return 0 end
+redis.call('DEL', KEYS[2])
+return 1
+"""
+
+# KEYS: lease.  ARGV: owner, ttl ms
+_CLAIM_LEASE = """
+local holder = redis.call('GET', KEYS[1])
+if holder and holder ~= ARGV[1] then return 0 end
+redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+return 1
+"""
+
+_RENEW_LEASE = """
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
+redis.call('PEXPIRE', KEYS[1], ARGV[2])
+return 1
+"""
+
+_RELEASE_LEASE = """
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
+redis.call('DEL', KEYS[1])
+return 1
+"""
+
+# KEYS: agents, seq, inbox zset, inbox data hash, doorbell list.
+# ARGV: agent, id, priority (0-3), message json (without seq), seq override or ''
+# Score: (3 - priority) * 1e12 + seq, so ZRANGE order is priority, then arrival.
+_PUSH_INBOX = """
+local seq = tonumber(ARGV[5])
+if not seq then seq = redis.call('INCR', KEYS[2])
+elseif seq > tonumber(redis.call('GET', KEYS[2]) or '0') then redis.call('SET', KEYS[2], seq) end
+redis.call('SADD', KEYS[1], ARGV[1])
+redis.call('HSET', KEYS[4], ARGV[2], ARGV[4])
+redis.call('ZADD', KEYS[3], (3 - tonumber(ARGV[3])) * 1000000000000 + seq, ARGV[2])
+redis.call('RPUSH', KEYS[5], '1')
+redis.call('LTRIM', KEYS[5], -16, -1)
+return seq
+"""
+
+# KEYS: inbox zset, inbox data hash.  ARGV: max count.  Returns {id, score, json, ...}.
+_POP_INBOX = """
+local taken = redis.call('ZRANGE', KEYS[1], 0, tonumber(ARGV[1]) - 1, 'WITHSCORES')
+local result = {}
+for i = 1, #taken, 2 do
+  local id = taken[i]
+  redis.call('ZREM', KEYS[1], id)
+  table.insert(result, id)
+  table.insert(result, taken[i + 1])
+  table.insert(result, redis.call('HGET', KEYS[2], id))
+  redis.call('HDEL', KEYS[2], id)
+end
+return result
+"""
+
+SCRIPTS = {
+    name: Script(source)
+    for name, source in {
+        "create_chat": _CREATE_CHAT,
+        "append_message": _APPEND_MESSAGE,
+        "delete_chat": _DELETE_CHAT,
+        "put_ordered": _PUT_ORDERED,
+        "delete_ordered": _DELETE_ORDERED,
+        "claim_lease": _CLAIM_LEASE,
+        "renew_lease": _RENEW_LEASE,
+        "release_lease": _RELEASE_LEASE,
+        "push_inbox": _PUSH_INBOX,
+        "pop_inbox": _POP_INBOX,
+    }.items()
+}

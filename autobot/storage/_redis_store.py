@@ -1,0 +1,460 @@
+"""The Redis backend: the store interface on the Trio Redis client.
+
+Any number of AutoBot processes can share one Redis through it. Each
+multi-step change is one Lua script (see ``_redis_scripts.py``), so it is
+atomic and survives cancellation whole or not at all. Every command runs under
+``redis.command`` inside the client; when Redis is down the client's breaker
+makes calls fail fast with ``RedisUnavailable`` (503 ``redis_unavailable``).
+
+Publish/subscribe crosses processes through Redis pub/sub. Each process keeps
+a single subscription to the pattern ``<prefix>chan:*`` and fans messages out
+to its local subscribers, so it needs one connection for pub/sub however many
+listeners it serves, at the cost of receiving every channel's messages.
+Agent inboxes block with ``BLPOP`` on a doorbell list rather than popping
+messages directly: a cancelled ``BLPOP`` can only lose a doorbell ring, never
+a message; messages are taken by a script once one is known to be there.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from typing import Any
+
+import trio
+
+from .._deadlines import deadline
+from .._errors import BadRequest, NotFound, RedisUnavailable
+from .._logging import log_fields
+from .._nursery import background_nursery
+from ..redis import Backoff, Redis
+from ._fanout import Fanout
+from ._models import Chat, Fact, InboxMessage, Message, Priority, chat_not_found, new_id, now
+from ._records import EXPORT_KINDS
+from ._redis_scripts import SCRIPTS
+
+__all__ = ["RedisStore", "open_redis_store"]
+
+log = logging.getLogger("autobot.storage")
+
+_SCORE_BAND = 1_000_000_000_000  # inbox score = (3 - priority) * band + arrival sequence
+_BARRIER = "\x00barrier"  # a channel no caller can name by accident
+
+
+def _fact_not_found(fact_id: str) -> NotFound:
+    return NotFound(f"no fact with id {fact_id!r}", code="fact_not_found")
+
+
+def _dumps(value: Any) -> str:
+    return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
+
+
+class RedisStore:
+    """The :class:`~autobot.storage.Store` over Redis. Open with :func:`open_redis_store`."""
+
+    backend = "redis"
+
+    def __init__(self, client: Redis, prefix: str = "autobot:") -> None:
+        self.client = client
+        self.prefix = prefix
+        self._fanout = Fanout()
+        self._listening = trio.Event()
+        self._barriers: dict[str, trio.Event] = {}
+
+    def _key(self, *parts: str) -> str:
+        return self.prefix + ":".join(parts)
+
+    async def _run(self, script: str, keys: list[str], args: list[Any]) -> Any:
+        return await SCRIPTS[script](self.client, keys, args)
+
+    # -- chats ------------------------------------------------------------------------
+
+    async def _create_chat_record(self, record: dict[str, Any]) -> None:
+        await self._run(
+            "create_chat",
+            [self._key("chats"), self._key("clock"), self._key("chat", record["id"])],
+            [record["id"], record["title"], record["created_at"], record["updated_at"]],
+        )
+
+    async def create_chat(self, title: str | None = None) -> Chat:
+        created_at, _ = now()
+        chat = Chat(new_id(), title or "New chat", created_at, created_at, 0)
+        await self._create_chat_record(chat.to_json())
+        return chat
+
+    async def get_chat(self, chat_id: str) -> Chat:
+        async with self.client.pipeline(transaction=True) as pipe:
+            pipe.hgetall(self._key("chat", chat_id))
+            pipe.llen(self._key("chat", chat_id, "messages"))
+            fields, count = await pipe.execute()
+        if not fields:
+            raise chat_not_found(chat_id)
+        return Chat(
+            fields["id"], fields["title"], fields["created_at"], fields["updated_at"], count
+        )
+
+    async def list_chats(self, limit: int = 100, offset: int = 0) -> list[Chat]:
+        ids = await self.client.zrevrange(self._key("chats"), offset, offset + limit - 1)
+        if not ids:
+            return []
+        async with self.client.pipeline(transaction=False) as pipe:
+            for chat_id in ids:
+                pipe.hgetall(self._key("chat", chat_id))
+                pipe.llen(self._key("chat", chat_id, "messages"))
+            replies = await pipe.execute()
+        chats = []
+        for fields, count in zip(replies[::2], replies[1::2], strict=True):
+            if fields:  # deleted between the two reads
+                chats.append(
+                    Chat(
+                        fields["id"],
+                        fields["title"],
+                        fields["created_at"],
+                        fields["updated_at"],
+                        count,
+                    )
+                )
+        return chats
+
+    async def delete_chat(self, chat_id: str) -> None:
+        deleted = await self._run(
+            "delete_chat",
+            [
+                self._key("chats"),
+                self._key("chat", chat_id),
+                self._key("chat", chat_id, "messages"),
+            ],
+            [chat_id],
+        )
+        if not deleted:
+            raise chat_not_found(chat_id)
+
+    async def _append_message_record(self, chat_id: str, message: Message) -> bool:
+        return bool(
+            await self._run(
+                "append_message",
+                [
+                    self._key("chats"),
+                    self._key("clock"),
+                    self._key("chat", chat_id),
+                    self._key("chat", chat_id, "messages"),
+                ],
+                [chat_id, _dumps(message.to_json()), message.created_at],
+            )
+        )
+
+    async def append_message(
+        self, chat_id: str, role: str, content: str, status: str = "complete"
+    ) -> Message:
+        created_at, _ = now()
+        message = Message(new_id(), role, content, created_at, status)
+        if not await self._append_message_record(chat_id, message):
+            raise chat_not_found(chat_id)
+        return message
+
+    async def get_messages(
+        self, chat_id: str, start: int = 0, stop: int | None = None
+    ) -> list[Message]:
+        async with self.client.pipeline(transaction=True) as pipe:
+            pipe.exists(self._key("chat", chat_id))
+            pipe.lrange(self._key("chat", chat_id, "messages"), 0, -1)
+            exists, raw = await pipe.execute()
+        if not exists:
+            raise chat_not_found(chat_id)
+        # Slice in Python: LRANGE's inclusive, clamped indexes differ from slice rules.
+        return [Message.from_json(json.loads(item)) for item in raw[start:stop]]
+
+    # -- knowledge facts ------------------------------------------------------------------
+
+    async def _put_ordered(self, kind: str, item_id: str, value: dict[str, Any]) -> None:
+        await self._run(
+            "put_ordered",
+            [self._key(kind + "s"), self._key("clock"), self._key(kind, item_id)],
+            [item_id, _dumps(value)],
+        )
+
+    async def _list_ordered(self, kind: str, newest_first: bool) -> list[dict[str, Any]]:
+        order = self._key(kind + "s")
+        ids = await (
+            self.client.zrevrange(order, 0, -1)
+            if newest_first
+            else self.client.zrange(order, 0, -1)
+        )
+        if not ids:
+            return []
+        values = await self.client.mget([self._key(kind, item_id) for item_id in ids])
+        return [json.loads(value) for value in values if value is not None]
+
+    async def put_fact(self, text: str, metadata: dict[str, Any] | None = None) -> Fact:
+        created_at, _ = now()
+        fact = Fact(new_id(), text, dict(metadata or {}), created_at)
+        await self._put_ordered("fact", fact.id, fact.to_json())
+        return fact
+
+    async def get_fact(self, fact_id: str) -> Fact:
+        raw = await self.client.get(self._key("fact", fact_id))
+        if raw is None:
+            raise _fact_not_found(fact_id)
+        return Fact(**json.loads(raw))
+
+    async def delete_fact(self, fact_id: str) -> None:
+        if not await self._run(
+            "delete_ordered", [self._key("facts"), self._key("fact", fact_id)], [fact_id]
+        ):
+            raise _fact_not_found(fact_id)
+
+    async def list_facts(self) -> list[Fact]:
+        return [Fact(**data) for data in await self._list_ordered("fact", newest_first=False)]
+
+    # -- long-running operations ----------------------------------------------------------
+
+    async def put_operation(self, operation: dict[str, Any]) -> None:
+        await self._put_ordered("operation", operation["id"], operation)
+
+    async def get_operation(self, operation_id: str) -> dict[str, Any] | None:
+        raw = await self.client.get(self._key("operation", operation_id))
+        return None if raw is None else json.loads(raw)
+
+    async def list_operations(self) -> list[dict[str, Any]]:
+        return await self._list_ordered("operation", newest_first=True)
+
+    async def put_checkpoint(self, operation_id: str, checkpoint: dict[str, Any]) -> None:
+        await self.client.set(self._key("checkpoint", operation_id), _dumps(checkpoint))
+
+    async def get_checkpoint(self, operation_id: str) -> dict[str, Any] | None:
+        raw = await self.client.get(self._key("checkpoint", operation_id))
+        return None if raw is None else json.loads(raw)
+
+    async def delete_checkpoint(self, operation_id: str) -> None:
+        await self.client.delete(self._key("checkpoint", operation_id))
+
+    # -- leases ------------------------------------------------------------------------------
+
+    async def _lease(self, script: str, name: str, *args: Any) -> bool:
+        return bool(await self._run(script, [self._key("lease", name)], list(args)))
+
+    async def claim_lease(self, name: str, owner: str, ttl_s: float) -> bool:
+        return await self._lease("claim_lease", name, owner, max(1, round(ttl_s * 1000)))
+
+    async def renew_lease(self, name: str, owner: str, ttl_s: float) -> bool:
+        return await self._lease("renew_lease", name, owner, max(1, round(ttl_s * 1000)))
+
+    async def release_lease(self, name: str, owner: str) -> bool:
+        return await self._lease("release_lease", name, owner)
+
+    async def lease_owner(self, name: str) -> str | None:
+        return await self.client.get(self._key("lease", name))
+
+    # -- agent inboxes ------------------------------------------------------------------------
+
+    async def register_agent(self, agent: str) -> None:
+        await self.client.sadd(self._key("agents"), agent)
+
+    async def list_agents(self) -> list[str]:
+        return sorted(await self.client.smembers(self._key("agents")))
+
+    async def _push(
+        self, agent: str, message_id: str, priority: Priority, data: dict[str, Any], seq: Any
+    ) -> None:
+        await self._run(
+            "push_inbox",
+            [
+                self._key("agents"),
+                self._key("inbox_seq"),
+                self._key("inbox", agent),
+                self._key("inbox", agent, "data"),
+                self._key("inbox", agent, "bell"),
+            ],
+            [agent, message_id, int(priority), _dumps(data), seq],
+        )
+
+    async def push_inbox(self, agent: str, body: dict[str, Any], priority: Priority) -> str:
+        created_at, _ = now()
+        message_id = new_id()
+        await self._push(agent, message_id, priority, {"body": body, "created_at": created_at}, "")
+        return message_id
+
+    @staticmethod
+    def _inbox_message(message_id: str, score: Any, raw: str) -> InboxMessage:
+        data = json.loads(raw)
+        priority = Priority(3 - int(float(score)) // _SCORE_BAND)
+        return InboxMessage(message_id, priority, data["body"], data["created_at"])
+
+    async def pop_inbox(self, agent: str, max_count: int) -> list[InboxMessage]:
+        # Shielded: once the script may have run, its reply must be read, or the
+        # messages it took would be lost. The command's own deadline bounds it.
+        with trio.CancelScope(shield=True):
+            reply = await self._run(
+                "pop_inbox",
+                [self._key("inbox", agent), self._key("inbox", agent, "data")],
+                [max_count],
+            )
+        return [
+            self._inbox_message(reply[i], reply[i + 1], reply[i + 2])
+            for i in range(0, len(reply), 3)
+            if reply[i + 2] is not None
+        ]
+
+    async def wait_inbox(self, agent: str, max_count: int) -> list[InboxMessage]:
+        bell = self._key("inbox", agent, "bell")
+        while True:
+            messages = await self.pop_inbox(agent, max_count)
+            if messages:
+                return messages
+            # Blocks until a push rings (or the caller's deadline); losing a ring
+            # to cancellation is harmless, the next wait pops first.
+            await self.client.blpop([bell])
+
+    # -- publish / subscribe ----------------------------------------------------------------
+
+    async def publish(self, channel: str, message: dict[str, Any]) -> None:
+        await self.client.publish(self._key("chan", channel), _dumps(message))
+
+    @asynccontextmanager
+    async def _subscription(self, channel: str) -> AsyncIterator[AsyncIterator[dict[str, Any]]]:
+        # A barrier: once our own marker came back through the relay, everything
+        # published before this call has been relayed, so the new subscriber sees
+        # only what is published from now on. It also proves the relay is live.
+        token = new_id()
+        arrived = self._barriers[token] = trio.Event()
+        try:
+            with deadline("redis.command"):
+                await self._listening.wait()
+                await self.client.publish(self._key("chan", _BARRIER), token)
+                await arrived.wait()
+        finally:
+            del self._barriers[token]
+        async with self._fanout.subscribe(channel) as messages:
+            yield messages
+
+    def subscribe(self, channel: str) -> AbstractAsyncContextManager[AsyncIterator[dict[str, Any]]]:
+        return self._subscription(channel)
+
+    async def listen(
+        self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
+    ) -> None:
+        """Relay ``<prefix>chan:*`` to local subscribers; runs until cancelled.
+
+        Reports started at once, so a Redis that is down does not hold up
+        start-up; local subscribers wait (within ``redis.command``) until the
+        pattern subscription is confirmed.
+        """
+        task_status.started()
+        offset = len(self._key("chan", ""))
+        backoff = Backoff()
+        while True:
+            try:
+                async with self.client.pubsub() as pubsub:
+                    await pubsub.psubscribe(self._key("chan", "*"))
+                    self._listening.set()
+                    backoff.reset()
+                    async for message in pubsub:
+                        channel = message["channel"][offset:]
+                        if channel == _BARRIER:
+                            arrived = self._barriers.get(message["data"])
+                            if arrived is not None:
+                                arrived.set()
+                        else:
+                            self._fanout.deliver(channel, json.loads(message["data"]))
+            except RedisUnavailable as error:
+                log.warning("pub/sub relay waiting for Redis", extra=log_fields(error=str(error)))
+            await backoff.sleep()
+
+    # -- migration ----------------------------------------------------------------------------
+
+    async def export_records(self, write: Callable[[dict[str, Any]], Awaitable[None]]) -> int:
+        count = 0
+
+        async def emit(record: dict[str, Any]) -> None:
+            nonlocal count
+            count += 1
+            await write(record)
+
+        for agent in await self.list_agents():
+            await emit({"kind": "agent", "agent": agent})
+        for chat_id in await self.client.zrange(self._key("chats"), 0, -1):
+            fields = await self.client.hgetall(self._key("chat", chat_id))
+            if not fields:
+                continue
+            await emit({"kind": "chat", **fields})
+            for raw in await self.client.lrange(self._key("chat", chat_id, "messages"), 0, -1):
+                await emit({"kind": "message", "chat_id": chat_id, **json.loads(raw)})
+        for fact in await self._list_ordered("fact", newest_first=False):
+            await emit({"kind": "fact", **fact})
+        for operation in reversed(await self._list_ordered("operation", newest_first=True)):
+            await emit({"kind": "operation", "operation": operation})
+        async for key in self.client.scan_iter(match=self._key("checkpoint", "*")):
+            raw = await self.client.get(key)
+            if raw is not None:
+                operation_id = key[len(self._key("checkpoint", "")) :]
+                await emit(
+                    {
+                        "kind": "checkpoint",
+                        "operation_id": operation_id,
+                        "checkpoint": json.loads(raw),
+                    }
+                )
+        for agent in await self.list_agents():
+            entries = await self.client.zrange(self._key("inbox", agent), 0, -1, withscores=True)
+            for message_id, score in entries:
+                raw = await self.client.hget(self._key("inbox", agent, "data"), message_id)
+                if raw is None:
+                    continue
+                message = self._inbox_message(message_id, score, raw)
+                await emit(
+                    {
+                        "kind": "inbox_message",
+                        "agent": agent,
+                        "id": message_id,
+                        "priority": message.priority.name.lower(),
+                        "body": message.body,
+                        "created_at": message.created_at,
+                        "seq": int(score) % _SCORE_BAND,
+                    }
+                )
+        return count
+
+    async def import_records(self, records: Iterable[dict[str, Any]]) -> int:
+        batch = list(records)
+        for number, record in enumerate(batch, 1):
+            if record.get("kind") not in EXPORT_KINDS:
+                raise BadRequest(f"record {number} has an unknown kind: {record.get('kind')!r}")
+        for record in batch:
+            kind = record["kind"]
+            if kind == "chat":
+                await self._create_chat_record(record)
+            elif kind == "message":
+                await self._append_message_record(record["chat_id"], Message.from_json(record))
+            elif kind == "fact":
+                fact = Fact(
+                    record["id"], record["text"], record.get("metadata") or {}, record["created_at"]
+                )
+                await self._put_ordered("fact", fact.id, fact.to_json())
+            elif kind == "operation":
+                await self.put_operation(record["operation"])
+            elif kind == "checkpoint":
+                await self.put_checkpoint(record["operation_id"], record["checkpoint"])
+            elif kind == "agent":
+                await self.register_agent(record["agent"])
+            else:
+                data = {"body": record["body"], "created_at": record["created_at"]}
+                priority = Priority[record["priority"].upper()]
+                await self._push(record["agent"], record["id"], priority, data, record["seq"])
+        return len(batch)
+
+    def close(self) -> None:
+        self._fanout.close()
+
+
+@asynccontextmanager
+async def open_redis_store(client: Redis, prefix: str = "autobot:") -> AsyncIterator[RedisStore]:
+    """A :class:`RedisStore` on ``client``, relaying pub/sub until the block ends."""
+    store = RedisStore(client, prefix)
+    try:
+        async with background_nursery() as nursery:
+            await nursery.start(store.listen)
+            yield store
+    finally:
+        store.close()

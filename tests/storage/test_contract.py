@@ -1,0 +1,410 @@
+"""The storage contract: every backend passes every test here."""
+
+from __future__ import annotations
+
+import random
+import re
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+import trio
+
+from autobot import NotFound, ServiceUnavailable
+from autobot.storage import Priority, Store
+
+ISO_UTC = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$")
+
+
+# -- chats ------------------------------------------------------------------------------
+
+
+async def test_create_and_get_chat(store: Store) -> None:
+    chat = await store.create_chat("Plans")
+    assert chat.title == "Plans"
+    assert chat.message_count == 0
+    assert ISO_UTC.match(chat.created_at)
+    assert chat.updated_at == chat.created_at
+    assert await store.get_chat(chat.id) == chat
+
+
+async def test_chat_title_defaults_and_ids_are_unique(store: Store) -> None:
+    chats = [await store.create_chat() for _ in range(20)]
+    assert {chat.title for chat in chats} == {"New chat"}
+    assert len({chat.id for chat in chats}) == 20
+
+
+async def test_unknown_chat_is_chat_not_found(store: Store) -> None:
+    for attempt in (
+        store.get_chat("nope"),
+        store.delete_chat("nope"),
+        store.append_message("nope", "user", "hi"),
+        store.get_messages("nope"),
+    ):
+        with pytest.raises(NotFound) as caught:
+            await attempt
+        assert caught.value.code == "chat_not_found"
+
+
+async def test_append_and_read_messages(store: Store) -> None:
+    chat = await store.create_chat()
+    user = await store.append_message(chat.id, "user", "What is Trio?")
+    answer = await store.append_message(chat.id, "assistant", "A library.", status="cancelled")
+    assert (user.role, user.content, user.status) == ("user", "What is Trio?", "complete")
+    assert (answer.role, answer.status) == ("assistant", "cancelled")
+    assert ISO_UTC.match(user.created_at)
+    assert await store.get_messages(chat.id) == [user, answer]
+    updated = await store.get_chat(chat.id)
+    assert updated.message_count == 2
+    assert updated.updated_at == answer.created_at
+
+
+async def test_message_ranges_follow_slice_rules(store: Store) -> None:
+    chat = await store.create_chat()
+    for i in range(10):
+        await store.append_message(chat.id, "user", f"m{i}")
+
+    async def contents(start: int = 0, stop: int | None = None) -> list[str]:
+        return [m.content for m in await store.get_messages(chat.id, start, stop)]
+
+    assert await contents() == [f"m{i}" for i in range(10)]
+    assert await contents(2, 5) == ["m2", "m3", "m4"]
+    assert await contents(-3) == ["m7", "m8", "m9"]
+    assert await contents(0, -8) == ["m0", "m1"]
+    assert await contents(8, 100) == ["m8", "m9"]
+    assert await contents(20) == []
+
+
+async def test_list_chats_newest_first_with_counts(store: Store) -> None:
+    first = await store.create_chat("first")
+    second = await store.create_chat("second")
+    third = await store.create_chat("third")
+    assert [c.id for c in await store.list_chats()] == [third.id, second.id, first.id]
+
+    await store.append_message(first.id, "user", "bump")
+    await store.append_message(first.id, "assistant", "bumped")
+    chats = await store.list_chats()
+    assert [c.id for c in chats] == [first.id, third.id, second.id]
+    assert [c.message_count for c in chats] == [2, 0, 0]
+
+
+async def test_list_chats_limit_and_offset(store: Store) -> None:
+    ids = [(await store.create_chat(str(i))).id for i in range(7)]
+    newest_first = list(reversed(ids))
+    assert [c.id for c in await store.list_chats(limit=3)] == newest_first[:3]
+    assert [c.id for c in await store.list_chats(limit=3, offset=3)] == newest_first[3:6]
+    assert [c.id for c in await store.list_chats(limit=3, offset=6)] == newest_first[6:]
+    assert await store.list_chats(limit=3, offset=7) == []
+
+
+async def test_delete_chat_removes_it_and_its_messages(store: Store) -> None:
+    keep = await store.create_chat("keep")
+    drop = await store.create_chat("drop")
+    await store.append_message(drop.id, "user", "bye")
+    await store.delete_chat(drop.id)
+    with pytest.raises(NotFound):
+        await store.get_chat(drop.id)
+    with pytest.raises(NotFound):
+        await store.get_messages(drop.id)
+    assert [c.id for c in await store.list_chats()] == [keep.id]
+
+
+async def test_concurrent_appends_to_one_chat_lose_and_mix_nothing(store: Store) -> None:
+    chat = await store.create_chat()
+    contents = [f"{i:03d}:" + "x" * (100 + i * 37) for i in range(100)]
+
+    async with trio.open_nursery() as nursery:
+        for content in contents:
+            nursery.start_soon(store.append_message, chat.id, "user", content)
+
+    messages = await store.get_messages(chat.id)
+    assert sorted(m.content for m in messages) == sorted(contents)
+    assert len({m.id for m in messages}) == 100
+    assert (await store.get_chat(chat.id)).message_count == 100
+
+
+async def test_cancelled_append_happens_whole_or_not_at_all(store: Store) -> None:
+    chat = await store.create_chat()
+    rng = random.Random(7)
+    attempted = []
+    for i in range(60):
+        content = f"{i}:" + "y" * rng.randrange(1, 50_000)
+        attempted.append(content)
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(store.append_message, chat.id, "user", content)
+            for _ in range(rng.randrange(0, 6)):
+                await trio.lowlevel.checkpoint()
+            nursery.cancel_scope.cancel()
+    # Later appends still work, and every stored message is one attempt, whole, once.
+    await store.append_message(chat.id, "user", "after")
+    messages = await store.get_messages(chat.id)
+    stored = [m.content for m in messages]
+    assert stored[-1] == "after"
+    assert len(set(stored)) == len(stored)
+    assert set(stored[:-1]) <= set(attempted)
+    assert (await store.get_chat(chat.id)).message_count == len(stored)
+
+
+# -- knowledge facts -----------------------------------------------------------------------
+
+
+async def test_facts_round_trip(store: Store) -> None:
+    fact = await store.put_fact("Trio uses nurseries", {"source": "docs", "rank": 2})
+    assert ISO_UTC.match(fact.created_at)
+    assert await store.get_fact(fact.id) == fact
+    other = await store.put_fact("Redis is fast")
+    assert other.metadata == {}
+    assert [f.id for f in await store.list_facts()] == [fact.id, other.id]
+    await store.delete_fact(fact.id)
+    assert [f.id for f in await store.list_facts()] == [other.id]
+    for attempt in (store.get_fact(fact.id), store.delete_fact(fact.id)):
+        with pytest.raises(NotFound) as caught:
+            await attempt
+        assert caught.value.code == "fact_not_found"
+
+
+# -- operations and checkpoints -------------------------------------------------------------
+
+
+async def test_operations_put_get_replace_list(store: Store) -> None:
+    assert await store.get_operation("missing") is None
+    first = {"id": "op1", "type": "index", "status": "queued", "progress": {"n": 0}}
+    second = {"id": "op2", "type": "scan", "status": "queued", "progress": None}
+    await store.put_operation(first)
+    await store.put_operation(second)
+    await store.put_operation({**first, "status": "running", "progress": {"n": 5}})
+    assert await store.get_operation("op1") == {**first, "status": "running", "progress": {"n": 5}}
+    assert [op["id"] for op in await store.list_operations()] == ["op2", "op1"]
+
+
+async def test_returned_records_are_copies(store: Store) -> None:
+    operation = {"id": "op", "progress": {"n": 1}}
+    await store.put_operation(operation)
+    operation["progress"]["n"] = 99
+    fetched = await store.get_operation("op")
+    assert fetched == {"id": "op", "progress": {"n": 1}}
+    fetched["progress"]["n"] = 42
+    assert (await store.get_operation("op"))["progress"] == {"n": 1}
+
+
+async def test_checkpoints(store: Store) -> None:
+    assert await store.get_checkpoint("op") is None
+    await store.put_checkpoint("op", {"done": ["a.py"], "cursor": 1})
+    await store.put_checkpoint("op", {"done": ["a.py", "b.py"], "cursor": 2})
+    assert await store.get_checkpoint("op") == {"done": ["a.py", "b.py"], "cursor": 2}
+    await store.delete_checkpoint("op")
+    assert await store.get_checkpoint("op") is None
+    await store.delete_checkpoint("op")  # deleting nothing is fine
+
+
+# -- leases ---------------------------------------------------------------------------------
+
+
+async def test_lease_claim_renew_release(store: Store) -> None:
+    assert await store.lease_owner("job") is None
+    assert await store.claim_lease("job", "worker-a", 30)
+    assert not await store.claim_lease("job", "worker-b", 30)
+    assert await store.claim_lease("job", "worker-a", 30)  # re-claiming your own is fine
+    assert await store.lease_owner("job") == "worker-a"
+    assert await store.renew_lease("job", "worker-a", 30)
+    assert not await store.renew_lease("job", "worker-b", 30)
+    assert not await store.release_lease("job", "worker-b")
+    assert await store.release_lease("job", "worker-a")
+    assert await store.lease_owner("job") is None
+    assert await store.claim_lease("job", "worker-b", 30)
+
+
+async def test_lease_lapses_after_its_ttl(store: Store) -> None:
+    assert await store.claim_lease("job", "worker-a", 0.2)
+    await trio.sleep(0.3)
+    assert await store.lease_owner("job") is None
+    assert not await store.renew_lease("job", "worker-a", 30)
+    assert await store.claim_lease("job", "worker-b", 30)
+
+
+# -- agent inboxes -----------------------------------------------------------------------------
+
+
+async def test_inbox_highest_priority_first_then_fifo(store: Store) -> None:
+    sent = [
+        ("n1", Priority.NORMAL),
+        ("l1", Priority.LOW),
+        ("c1", Priority.CRITICAL),
+        ("n2", Priority.NORMAL),
+        ("h1", Priority.HIGH),
+        ("c2", Priority.CRITICAL),
+    ]
+    for name, priority in sent:
+        await store.push_inbox("planner", {"name": name}, priority)
+    first = await store.pop_inbox("planner", 4)
+    assert [m.body["name"] for m in first] == ["c1", "c2", "h1", "n1"]
+    assert [m.priority for m in first] == [
+        Priority.CRITICAL,
+        Priority.CRITICAL,
+        Priority.HIGH,
+        Priority.NORMAL,
+    ]
+    rest = await store.pop_inbox("planner", 10)
+    assert [m.body["name"] for m in rest] == ["n2", "l1"]
+    assert await store.pop_inbox("planner", 10) == []
+
+
+async def test_inbox_message_fields(store: Store) -> None:
+    message_id = await store.push_inbox("a", {"type": "event", "payload": {"x": 1}}, Priority.HIGH)
+    (message,) = await store.pop_inbox("a", 1)
+    assert message.id == message_id
+    assert message.body == {"type": "event", "payload": {"x": 1}}
+    assert ISO_UTC.match(message.created_at)
+    assert message.to_json()["priority"] == "high"
+
+
+async def test_agents_register_and_list(store: Store) -> None:
+    await store.register_agent("researcher")
+    await store.register_agent("planner")
+    await store.register_agent("planner")
+    await store.push_inbox("coder", {"n": 1}, Priority.LOW)  # pushing registers too
+    assert await store.list_agents() == ["coder", "planner", "researcher"]
+
+
+async def test_inbox_takers_never_share_a_message(store: Store) -> None:
+    for i in range(60):
+        await store.push_inbox("busy", {"i": i}, Priority.NORMAL)
+    taken: list[int] = []
+
+    async def take() -> None:
+        while True:
+            messages = await store.pop_inbox("busy", 3)
+            if not messages:
+                return
+            taken.extend(m.body["i"] for m in messages)
+
+    async with trio.open_nursery() as nursery:
+        for _ in range(5):
+            nursery.start_soon(take)
+    assert sorted(taken) == list(range(60))
+
+
+async def test_wait_inbox_wakes_on_push(store: Store) -> None:
+    async def push_later() -> None:
+        await trio.sleep(0.05)
+        await store.push_inbox("sleepy", {"wake": True}, Priority.NORMAL)
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(push_later)
+        with trio.fail_after(5):
+            messages = await store.wait_inbox("sleepy", 10)
+    assert [m.body for m in messages] == [{"wake": True}]
+
+
+async def test_wait_inbox_returns_at_once_when_not_empty(store: Store) -> None:
+    await store.push_inbox("ready", {"n": 1}, Priority.NORMAL)
+    with trio.fail_after(5):
+        assert [m.body for m in await store.wait_inbox("ready", 10)] == [{"n": 1}]
+
+
+async def test_cancelled_wait_loses_no_message(store: Store) -> None:
+    with trio.move_on_after(0.1) as scope:
+        await store.wait_inbox("patient", 10)
+    assert scope.cancelled_caught
+    await store.push_inbox("patient", {"n": 1}, Priority.NORMAL)
+    with trio.move_on_after(0.05):
+        await store.wait_inbox("other", 1)
+    assert [m.body for m in await store.pop_inbox("patient", 10)] == [{"n": 1}]
+
+
+# -- publish / subscribe ----------------------------------------------------------------------
+
+
+async def _collect(messages: AsyncIterator[dict[str, Any]], count: int) -> list[dict[str, Any]]:
+    received = []
+    with trio.fail_after(5):
+        async for message in messages:
+            received.append(message)
+            if len(received) == count:
+                return received
+    return received
+
+
+async def test_every_subscriber_receives_in_order(store: Store) -> None:
+    async with store.subscribe("chat:1") as first, store.subscribe("chat:1") as second:
+        async with store.subscribe("chat:2") as elsewhere:
+            for i in range(20):
+                await store.publish("chat:1", {"i": i})
+            await store.publish("chat:2", {"other": True})
+            expected = [{"i": i} for i in range(20)]
+            assert await _collect(first, 20) == expected
+            assert await _collect(second, 20) == expected
+            assert await _collect(elsewhere, 1) == [{"other": True}]
+
+
+async def test_publish_without_subscribers_is_fine(store: Store) -> None:
+    await store.publish("nobody", {"x": 1})
+    async with store.subscribe("nobody") as messages:
+        await store.publish("nobody", {"x": 2})
+        assert await _collect(messages, 1) == [{"x": 2}]
+
+
+async def test_subscriber_that_falls_behind_is_dropped(store: Store) -> None:
+    async with store.subscribe("firehose") as slow, store.subscribe("firehose") as fast:
+        received = []
+
+        async def read_fast() -> None:
+            async for message in fast:
+                received.append(message["i"])
+                if message["i"] == 2999:
+                    return
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(read_fast)
+            for i in range(3000):
+                await store.publish("firehose", {"i": i})
+        assert received == list(range(3000))
+        with pytest.raises(ServiceUnavailable) as caught:
+            with trio.fail_after(5):
+                async for _ in slow:
+                    pass
+        assert caught.value.code == "subscriber_too_slow"
+
+
+# -- migration ---------------------------------------------------------------------------------
+
+
+async def test_export_then_import_reproduces_everything(store: Store, tmp_path) -> None:
+    from autobot.storage import open_embedded_store
+
+    older = await store.create_chat("older")
+    newer = await store.create_chat("newer")
+    await store.append_message(older.id, "user", "hello")
+    await store.append_message(older.id, "assistant", "hi", status="failed")
+    await store.put_fact("fact", {"k": "v"})
+    await store.put_operation({"id": "op", "status": "running"})
+    await store.put_checkpoint("op", {"cursor": 3})
+    await store.register_agent("idle")
+    await store.push_inbox("busy", {"n": 1}, Priority.HIGH)
+
+    records: list[dict] = []
+
+    async def collect(record: dict) -> None:
+        records.append(record)
+
+    assert await store.export_records(collect) == len(records)
+    assert {record["kind"] for record in records} == {
+        "chat",
+        "message",
+        "fact",
+        "operation",
+        "checkpoint",
+        "agent",
+        "inbox_message",
+    }
+
+    async with open_embedded_store(tmp_path / "imported") as target:
+        assert await target.import_records(records) == len(records)
+        assert [c.id for c in await target.list_chats()] == [older.id, newer.id]
+        assert await target.get_chat(older.id) == await store.get_chat(older.id)
+        assert await target.get_messages(older.id) == await store.get_messages(older.id)
+        assert await target.list_facts() == await store.list_facts()
+        assert await target.list_operations() == await store.list_operations()
+        assert await target.get_checkpoint("op") == {"cursor": 3}
+        assert await target.list_agents() == ["busy", "idle"]
+        assert [m.body for m in await target.pop_inbox("busy", 5)] == [{"n": 1}]
