@@ -75,6 +75,8 @@ SCOPES: tuple[ScopeSpec, ...] = (
     ScopeSpec("llm.first_token", 120.0, "request sent to the first streamed token"),
     ScopeSpec("llm.idle", 30.0, "the longest silence between two streamed chunks"),
     ScopeSpec("llm.total", 600.0, "one whole answer from the LLM"),
+    ScopeSpec("llm.models", 10.0, "listing the LLM provider's models, once connected"),
+    ScopeSpec("llm.close", 1.0, "closing an LLM response's connection, shielded from cancellation"),
     ScopeSpec("file.io", 10.0, "one file read/write step (a chunk, a rename, a listing)"),
     ScopeSpec("kb.search", 10.0, "one knowledge search"),
     ScopeSpec("health", 2.0, "the whole /api/health answer"),
@@ -84,7 +86,6 @@ SCOPES: tuple[ScopeSpec, ...] = (
     ScopeSpec("service.start", 10.0, "opening the app's services at start-up"),
     ScopeSpec("service.stop", 5.0, "closing the app's services at shutdown"),
     ScopeSpec("server.shutdown", 3.0, "open connections finishing after SIGTERM/SIGINT"),
-    ScopeSpec("llm.models", 10.0, "listing the LLM provider's models, once connected"),
 )
 
 # Fewer observations than this and the p99 is mostly noise.

@@ -5,8 +5,10 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator, Mapping
 
 import pytest
+import trio
 
 from autobot import DeadlineTable, install_deadlines
+from tests.support.fake_llm import FakeLLM, serve_fake_llm
 
 
 @pytest.fixture(autouse=True)
@@ -28,3 +30,9 @@ def set_deadlines() -> Callable[[Mapping[str, float]], DeadlineTable]:
         return table
 
     return install
+
+
+@pytest.fixture
+async def fake_llm(nursery: trio.Nursery) -> FakeLLM:
+    """A fake LLM on a free loopback port (``tests/support/fake_llm.py``), default scenario."""
+    return await nursery.start(serve_fake_llm)
