@@ -18,6 +18,8 @@ Catch at the level you can handle::
     ├── UpstreamError (502)         llm_error
     ├── ServiceUnavailable (503)    redis_unavailable, llm_unavailable, storage_unavailable
     └── DeadlineExceeded (504)      deadline_exceeded, llm_timeout
+
+    RedisTimeout is both a RedisUnavailable (503) and a DeadlineExceeded.
 """
 
 from __future__ import annotations
@@ -36,6 +38,7 @@ __all__ = [
     "LLMUnavailable",
     "NotFound",
     "PayloadTooLarge",
+    "RedisTimeout",
     "RedisUnavailable",
     "ServiceUnavailable",
     "StorageUnavailable",
@@ -176,3 +179,17 @@ class StorageUnavailable(ServiceUnavailable):
     """The embedded store cannot write to its data directory right now."""
 
     code = "storage_unavailable"
+
+
+class RedisTimeout(RedisUnavailable, DeadlineExceeded):
+    """Redis did not answer within a ``redis.*`` deadline.
+
+    To a client this is Redis being unavailable (503 ``redis_unavailable``),
+    with the scope and budget that ran out; to code that catches deadlines it
+    is a :class:`DeadlineExceeded` like any other.
+    """
+
+    def __init__(self, scope: str, deadline_s: float) -> None:
+        DeadlineExceeded.__init__(self, scope, deadline_s)
+        self.message = f"Redis did not answer within {scope!r} ({deadline_s:g} s)"
+        self.args = (self.message,)

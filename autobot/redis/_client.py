@@ -42,7 +42,7 @@ from redis.exceptions import RedisError, ResponseError, WatchError
 
 from .._breaker import CircuitBreaker
 from .._deadlines import current_deadlines, deadline
-from .._errors import DeadlineExceeded, RedisUnavailable
+from .._errors import DeadlineExceeded, RedisTimeout, RedisUnavailable
 from ._blocking import is_blocking, with_server_timeout
 from ._connection import ConnectionLost
 from ._endpoints import EndpointSource
@@ -91,8 +91,9 @@ class Redis(AsyncCoreCommands):
     never reaches another command (see ``docs/redis.md``).
 
     Errors: ``RedisUnavailable`` when Redis cannot be reached or the circuit
-    is open; ``DeadlineExceeded`` when ``redis.command`` expired; redis-py's
-    ``ResponseError`` family for error replies.
+    is open, and its subclass ``RedisTimeout`` (also a ``DeadlineExceeded``)
+    when ``redis.command`` expired; redis-py's ``ResponseError`` family for
+    error replies.
     """
 
     def __init__(
@@ -209,8 +210,9 @@ class Redis(AsyncCoreCommands):
             except DeadlineExceeded as error:
                 # Redis is silent: commands queued behind this one would wait
                 # as long. Fail them now and start afresh on a new connection.
-                shared.fail(error)
-                raise
+                timeout = RedisTimeout(error.scope, error.deadline_s)
+                shared.fail(timeout)
+                raise timeout from None
             except ConnectionLost as error:
                 raise RedisUnavailable(f"Redis connection lost: {error}") from error
 
@@ -221,6 +223,8 @@ class Redis(AsyncCoreCommands):
             try:
                 with deadline("redis.command"):
                     return await connection.request(packed, count, decode)
+            except DeadlineExceeded as error:
+                raise RedisTimeout(error.scope, error.deadline_s) from None
             except ConnectionLost as error:
                 raise RedisUnavailable(f"Redis connection lost: {error}") from error
             finally:
@@ -257,7 +261,7 @@ class Redis(AsyncCoreCommands):
                     return (await connection.request(packed, 1, decode))[0]
                 # Redis did not answer within its own timeout plus a round trip.
                 assert scope.cancelled_caught
-                raise DeadlineExceeded("redis.command", budget)
+                raise RedisTimeout("redis.command", budget)
             except ConnectionLost as error:
                 raise RedisUnavailable(f"Redis connection lost: {error}") from error
             finally:

@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING, Any
 import trio
 
 from .._deadlines import current_deadlines, deadline
-from .._errors import DeadlineExceeded, RedisUnavailable
+from .._errors import DeadlineExceeded, RedisTimeout, RedisUnavailable
 from ._backoff import Backoff
 from ._connection import Connection, ConnectionLost
 
@@ -148,14 +148,18 @@ class PubSub:
     async def _subscribe(self, command: str, keys: list[bytes]) -> None:
         if not keys:
             raise ValueError(f"{command} needs at least one name")
-        with deadline("redis.command"):
-            if self._connection is None:
-                # Connecting subscribes to everything recorded, these included.
-                count = await self._connect()
-            else:
-                count = len(keys)
-                await self._send(self._client.pack((command, *keys)))
-            await self._await_confirmations(count)
+        try:
+            with deadline("redis.command"):
+                if self._connection is None:
+                    # Connecting subscribes to everything recorded, these included.
+                    count = await self._connect()
+                else:
+                    count = len(keys)
+                    await self._send(self._client.pack((command, *keys)))
+                await self._await_confirmations(count)
+        except DeadlineExceeded as error:
+            self._drop()  # confirmations may still be on their way: start afresh
+            raise RedisTimeout(error.scope, error.deadline_s) from None
 
     async def _send_unsubscribe(self, command: str, keys: list[bytes]) -> None:
         if self._connection is None or not keys:

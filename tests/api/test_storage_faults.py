@@ -102,3 +102,32 @@ async def test_store_locked_by_another_process_is_down_until_freed(settings: Set
                 await eventually(serving, interval_s=0.1)
             response = await client.get("/api/test/chats/x")
             assert response.json()["error"]["code"] == "chat_not_found"
+
+
+async def test_frozen_redis_is_503_naming_the_deadline(settings: Settings, tmp_path) -> None:
+    processes = RedisProcesses(tmp_path / "redis")
+    server = processes.redis()
+    try:
+        settings = dataclasses.replace(
+            settings, redis_url=server.url, deadlines={"redis.command": 0.3}
+        )
+        async with served(app_with_chat_route(settings)) as client:
+            assert (await client.get("/api/test/chats/nope")).status_code == 404
+            server.freeze()
+            try:
+                started = trio.current_time()
+                response = await client.get("/api/test/chats/nope")
+                elapsed = trio.current_time() - started
+            finally:
+                server.thaw()
+            assert response.status_code == 503
+            error = response.json()["error"]
+            assert (error["code"], error["scope"], error["deadline_s"]) == (
+                "redis_unavailable",
+                "redis.command",
+                0.3,
+            )
+            assert 0.3 <= elapsed < 1.0
+            assert (await client.get("/api/test/chats/nope")).status_code == 404
+    finally:
+        processes.stop_all()
