@@ -9,6 +9,7 @@ import trio
 
 from autobot import DeadlineTable, install_deadlines
 from tests.support.fake_llm import FakeLLM, serve_fake_llm
+from tests.support.redis_server import RedisProcess, RedisProcesses
 
 
 @pytest.fixture(autouse=True)
@@ -36,3 +37,16 @@ def set_deadlines() -> Callable[[Mapping[str, float]], DeadlineTable]:
 async def fake_llm(nursery: trio.Nursery) -> FakeLLM:
     """A fake LLM on a free loopback port (``tests/support/fake_llm.py``), default scenario."""
     return await nursery.start(serve_fake_llm)
+
+
+@pytest.fixture(scope="session")
+def shared_redis(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisProcess]:
+    """One ``redis-server`` for the tests that only run commands; flush it before use.
+
+    Tests that freeze, kill or replicate a server start their own.
+    """
+    processes = RedisProcesses(tmp_path_factory.mktemp("shared-redis"))
+    try:
+        yield processes.redis()
+    finally:
+        processes.stop_all()

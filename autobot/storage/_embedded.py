@@ -17,13 +17,13 @@ from typing import Any
 
 import trio
 
-from .._errors import BadRequest, NotFound
+from .._errors import NotFound
 from .._nursery import background_nursery
 from ._embedded_state import EmbeddedState
 from ._fanout import Fanout
 from ._journal import COMPACT_AFTER_BYTES, Journal
 from ._models import Chat, Fact, InboxMessage, Message, Priority, chat_not_found, new_id, now
-from ._records import EXPORT_KINDS
+from ._records import checked_import
 
 __all__ = ["EmbeddedStore", "open_embedded_store"]
 
@@ -263,10 +263,7 @@ class EmbeddedStore:
         return count
 
     async def import_records(self, records: Iterable[dict[str, Any]]) -> int:
-        batch = list(records)
-        for number, record in enumerate(batch, 1):
-            if record.get("kind") not in EXPORT_KINDS:
-                raise BadRequest(f"record {number} has an unknown kind: {record.get('kind')!r}")
+        batch = checked_import(records)
         if batch:
             await self._journal.commit(batch)
         else:

@@ -18,6 +18,7 @@ from itertools import islice
 from typing import Any
 
 from ._models import Chat, Fact, InboxMessage, Message, Priority
+from ._records import inbox_record
 
 __all__ = ["EmbeddedState"]
 
@@ -186,13 +187,5 @@ class EmbeddedState:
         for operation_id, checkpoint in list(self.checkpoints.items()):
             yield {"kind": "checkpoint", "operation_id": operation_id, "checkpoint": checkpoint}
         for agent, inbox in list(self.inboxes.items()):
-            for message_id, (seq, message) in list(inbox.waiting.items()):
-                yield {
-                    "kind": "inbox_message",
-                    "agent": agent,
-                    "id": message_id,
-                    "priority": message.priority.name.lower(),
-                    "body": message.body,
-                    "created_at": message.created_at,
-                    "seq": seq,
-                }
+            for seq, message in list(inbox.waiting.values()):
+                yield inbox_record(agent, message, seq)

@@ -75,4 +75,3 @@ def decode_lines(buffer: bytes, offset: int = 0) -> DecodedLines:
             return DecodedLines(records, position, offset + position)
         records.append(record)
         position = end + 1
-

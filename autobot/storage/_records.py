@@ -28,9 +28,14 @@ Change kinds (journals only)::
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from datetime import datetime
+from typing import Any
 
-__all__ = ["EXPORT_KINDS", "iso_to_ms"]
+from .._errors import BadRequest
+from ._models import InboxMessage
+
+__all__ = ["EXPORT_KINDS", "checked_import", "inbox_record", "iso_to_ms"]
 
 EXPORT_KINDS = frozenset(
     {"chat", "message", "fact", "operation", "checkpoint", "agent", "inbox_message"}
@@ -40,3 +45,25 @@ EXPORT_KINDS = frozenset(
 def iso_to_ms(iso: str) -> int:
     """``2026-11-23T04:38:45.123Z`` → epoch milliseconds."""
     return int(datetime.fromisoformat(iso).timestamp() * 1000)
+
+
+def checked_import(records: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
+    """``records`` as a list, once each is known to be of a kind an import accepts."""
+    batch = list(records)
+    for number, record in enumerate(batch, 1):
+        if record.get("kind") not in EXPORT_KINDS:
+            raise BadRequest(f"record {number} has an unknown kind: {record.get('kind')!r}")
+    return batch
+
+
+def inbox_record(agent: str, message: InboxMessage, seq: int) -> dict[str, Any]:
+    """The ``inbox_message`` record of a message waiting in ``agent``'s inbox."""
+    return {
+        "kind": "inbox_message",
+        "agent": agent,
+        "id": message.id,
+        "priority": message.priority.name.lower(),
+        "body": message.body,
+        "created_at": message.created_at,
+        "seq": seq,
+    }

@@ -26,13 +26,13 @@ from typing import Any
 import trio
 
 from .._deadlines import deadline
-from .._errors import BadRequest, NotFound, RedisUnavailable
+from .._errors import NotFound, RedisUnavailable
 from .._logging import log_fields
 from .._nursery import background_nursery
 from ..redis import Backoff, Redis
 from ._fanout import Fanout
 from ._models import Chat, Fact, InboxMessage, Message, Priority, chat_not_found, new_id, now
-from ._records import EXPORT_KINDS
+from ._records import checked_import, inbox_record
 from ._redis_scripts import SCRIPTS
 
 __all__ = ["RedisStore", "open_redis_store"]
@@ -403,24 +403,11 @@ class RedisStore:
                 if raw is None:
                     continue
                 message = self._inbox_message(message_id, score, raw)
-                await emit(
-                    {
-                        "kind": "inbox_message",
-                        "agent": agent,
-                        "id": message_id,
-                        "priority": message.priority.name.lower(),
-                        "body": message.body,
-                        "created_at": message.created_at,
-                        "seq": int(score) % _SCORE_BAND,
-                    }
-                )
+                await emit(inbox_record(agent, message, int(score) % _SCORE_BAND))
         return count
 
     async def import_records(self, records: Iterable[dict[str, Any]]) -> int:
-        batch = list(records)
-        for number, record in enumerate(batch, 1):
-            if record.get("kind") not in EXPORT_KINDS:
-                raise BadRequest(f"record {number} has an unknown kind: {record.get('kind')!r}")
+        batch = checked_import(records)
         for record in batch:
             kind = record["kind"]
             if kind == "chat":

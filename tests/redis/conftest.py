@@ -14,16 +14,6 @@ if not redis_available():  # pragma: no cover - the CI image has redis-server
     pytest.skip("redis-server is not installed", allow_module_level=True)
 
 
-@pytest.fixture(scope="session")
-def shared_redis(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisProcess]:
-    """One server for the tests that only run commands; flushed before each test."""
-    processes = RedisProcesses(tmp_path_factory.mktemp("shared-redis"))
-    try:
-        yield processes.redis()
-    finally:
-        processes.stop_all()
-
-
 @pytest.fixture
 def redis_url(shared_redis: RedisProcess) -> str:
     shared_redis.command("FLUSHALL")

@@ -3,22 +3,13 @@
 from __future__ import annotations
 
 import pathlib
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 
 import pytest
 
 from autobot.redis import open_redis
 from autobot.storage import Store, open_embedded_store, open_redis_store
-from tests.support.redis_server import RedisProcess, RedisProcesses
-
-
-@pytest.fixture(scope="session")
-def storage_redis(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisProcess]:
-    processes = RedisProcesses(tmp_path_factory.mktemp("storage-redis"))
-    try:
-        yield processes.redis()
-    finally:
-        processes.stop_all()
+from tests.support.redis_server import RedisProcess
 
 
 @pytest.fixture(params=["embedded", "redis"])
@@ -27,7 +18,7 @@ async def store(request: pytest.FixtureRequest, tmp_path: pathlib.Path) -> Async
         async with open_embedded_store(tmp_path / "store") as embedded:
             yield embedded
     else:
-        server: RedisProcess = request.getfixturevalue("storage_redis")
+        server: RedisProcess = request.getfixturevalue("shared_redis")
         server.command("FLUSHALL")
         async with open_redis(server.url, decode_responses=True) as client:
             async with open_redis_store(client) as redis_store:

@@ -38,8 +38,8 @@ async def snapshot(store: Store) -> dict:
     }
 
 
-async def test_embedded_to_redis_and_back(tmp_path: pathlib.Path, storage_redis) -> None:
-    storage_redis.command("FLUSHALL")
+async def test_embedded_to_redis_and_back(tmp_path: pathlib.Path, shared_redis) -> None:
+    shared_redis.command("FLUSHALL")
     first_dir = tmp_path / "first"
     async with open_embedded_store(first_dir / "store") as store:
         for n in range(3):
@@ -62,9 +62,9 @@ async def test_embedded_to_redis_and_back(tmp_path: pathlib.Path, storage_redis)
     )  # chats, messages, fact, op, checkpoint, agents, inbox
     assert b"exported 22 records" in exported.stderr
 
-    imported = cli("import", {"AUTOBOT_REDIS_URL": storage_redis.url}, stdin=exported.stdout)
+    imported = cli("import", {"AUTOBOT_REDIS_URL": shared_redis.url}, stdin=exported.stdout)
     assert imported.returncode == 0, imported.stderr
-    async with open_redis(storage_redis.url, decode_responses=True) as client:
+    async with open_redis(shared_redis.url, decode_responses=True) as client:
         async with open_redis_store(client) as store:
             assert await snapshot(store) == original
             inbox = await store.pop_inbox("worker", 10)
@@ -74,7 +74,7 @@ async def test_embedded_to_redis_and_back(tmp_path: pathlib.Path, storage_redis)
             await store.push_inbox("worker", inbox[0].body, Priority.HIGH)
             await store.push_inbox("worker", inbox[1].body, Priority.LOW)
 
-    exported_again = cli("export", {"AUTOBOT_REDIS_URL": storage_redis.url})
+    exported_again = cli("export", {"AUTOBOT_REDIS_URL": shared_redis.url})
     assert exported_again.returncode == 0, exported_again.stderr
     second_dir = tmp_path / "second"
     imported_again = cli("import", {"AUTOBOT_DATA_DIR": str(second_dir)}, exported_again.stdout)

@@ -14,15 +14,15 @@ from tests.support.process import ROOT
 from tests.support.redis_server import RedisProcesses
 
 
-async def test_two_processes_share_writes_and_fanout(storage_redis) -> None:
-    storage_redis.command("FLUSHALL")
+async def test_two_processes_share_writes_and_fanout(shared_redis) -> None:
+    shared_redis.command("FLUSHALL")
     peer = await trio.lowlevel.open_process(
-        [sys.executable, "-m", "tests.support.store_peer", storage_redis.url],
+        [sys.executable, "-m", "tests.support.store_peer", shared_redis.url],
         stdout=-1,
         cwd=str(ROOT),
     )
     try:
-        async with open_redis(storage_redis.url, decode_responses=True) as client:
+        async with open_redis(shared_redis.url, decode_responses=True) as client:
             async with open_redis_store(client) as store:
                 assert peer.stdout is not None
                 line = b""
