@@ -14,6 +14,7 @@ from ._deadlines import (
     current_deadlines,
     deadline,
     install_deadlines,
+    phased_deadline,
     suggest_budget,
 )
 from ._errors import (
@@ -26,6 +27,7 @@ from ._errors import (
     LLMUnavailable,
     NotFound,
     PayloadTooLarge,
+    RedisTimeout,
     RedisUnavailable,
     ServiceUnavailable,
     StorageUnavailable,
@@ -55,6 +57,7 @@ __all__ = [
     "LLMUnavailable",
     "NotFound",
     "PayloadTooLarge",
+    "RedisTimeout",
     "RedisUnavailable",
     "ScopeSpec",
     "ServiceUnavailable",
@@ -68,6 +71,7 @@ __all__ = [
     "deadline",
     "install_deadlines",
     "load_settings",
+    "phased_deadline",
     "run_health_checks",
     "suggest_budget",
 ]

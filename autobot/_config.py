@@ -29,6 +29,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from ._deadlines import SCOPES, DeadlineTable
+from .llm import FallbackSpec, parse_fallback
 from .redis import parse_redis_url
 
 __all__ = ["ConfigError", "Settings", "load_settings"]
@@ -118,6 +119,7 @@ class Settings:
     llm_url: str = "http://127.0.0.1:11434"
     llm_model: str = "llama3.2"
     llm_api_key: str | None = None
+    llm_fallback: tuple[FallbackSpec, ...] = ()
     api_token: str | None = None
     max_upload_bytes: int = 104_857_600
     log_level: str = "info"
@@ -136,6 +138,7 @@ class Settings:
             + (f"redis {parse_redis_url(self.redis_url)}" if self.redis_url else "embedded"),
             f"llm         {self.llm_provider} {self.llm_url} model={self.llm_model}"
             + (" key=****" if self.llm_api_key else ""),
+            *(f"fallback    {spec}" for spec in self.llm_fallback),
             f"api token   {'required' if self.api_token else 'not required'}",
             f"max upload  {self.max_upload_bytes} bytes",
         ]
@@ -154,6 +157,7 @@ _FIELDS: dict[str, Callable[[Any], Any]] = {
     "llm_url": _http_url,
     "llm_model": _text,
     "llm_api_key": _text,
+    "llm_fallback": lambda value: parse_fallback(_text(value)),
     "api_token": _text,
     "max_upload_bytes": _positive_int,
     "log_level": _choice(*_LOG_LEVELS),

@@ -20,7 +20,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
-import httpx
 import trio
 
 from ._deadlines import deadline
@@ -30,7 +29,6 @@ __all__ = [
     "DataDirCheck",
     "HealthCheck",
     "HealthReport",
-    "LLMReachableCheck",
     "run_health_checks",
 ]
 
@@ -109,18 +107,3 @@ class DataDirCheck:
         with deadline("file.io"):
             await self._probe.write_bytes(b"ok")
             await self._probe.unlink()
-
-
-class LLMReachableCheck:
-    """The LLM provider answers its model-list endpoint."""
-
-    name = "llm"
-    critical = False
-
-    def __init__(self, provider: str, base_url: str, client: httpx.AsyncClient) -> None:
-        self._url = base_url.rstrip("/") + ("/api/tags" if provider == "ollama" else "/models")
-        self._client = client
-
-    async def check(self) -> None:
-        response = await self._client.get(self._url)
-        response.raise_for_status()

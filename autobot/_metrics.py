@@ -8,7 +8,8 @@ scrape time. Other layers register their own collectors with :meth:`Metrics.add_
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
@@ -51,6 +52,39 @@ class _DeadlineCollector(Collector):
         yield from (budget, count, expired, quantiles)
 
 
+class _BreakerCollector(Collector):
+    """Circuit breakers of the dependencies, read at scrape time."""
+
+    def __init__(self, snapshots: Callable[[], list[dict[str, Any]]]) -> None:
+        self._snapshots = snapshots
+
+    def collect(self) -> Iterable[Metric]:
+        labels = ["dependency", "target"]
+        is_open = GaugeMetricFamily(
+            "autobot_breaker_open", "1 while the circuit is open or half-open", labels=labels
+        )
+        failures = CounterMetricFamily(
+            "autobot_breaker_failures", "Failures counted by the breaker", labels=labels
+        )
+        rejected = CounterMetricFamily(
+            "autobot_breaker_rejected", "Calls refused while the circuit was open", labels=labels
+        )
+        for snapshot in self._snapshots():
+            key = [snapshot["dependency"], snapshot.get("target", "")]
+            is_open.add_metric(key, 0 if snapshot["state"] == "closed" else 1)
+            failures.add_metric(key, snapshot["total_failures"])
+            rejected.add_metric(key, snapshot["rejected"])
+        yield from (is_open, failures, rejected)
+
+
+def _token_counts(stats: Mapping[str, Any]) -> tuple[int | None, int | None]:
+    """(prompt, completion) tokens as the provider reported them, if it did."""
+    if "eval_count" in stats or "prompt_eval_count" in stats:  # Ollama
+        return stats.get("prompt_eval_count"), stats.get("eval_count")
+    usage = stats.get("usage") or {}  # OpenAI-compatible servers, when they send usage
+    return usage.get("prompt_tokens"), usage.get("completion_tokens")
+
+
 class Metrics:
     """The metrics one app exposes at ``/api/metrics``."""
 
@@ -69,10 +103,38 @@ class Metrics:
             buckets=_LATENCY_BUCKETS,
             registry=self.registry,
         )
+        self.answers = Counter(
+            "autobot_chat_answers",
+            "Answers finished, by how they ended",
+            ["status"],
+            registry=self.registry,
+        )
+        self.answer_characters = Counter(
+            "autobot_chat_answer_characters",
+            "Characters of answer text streamed",
+            registry=self.registry,
+        )
+        self.llm_tokens = Counter(
+            "autobot_llm_tokens",
+            "Tokens the LLM reported using",
+            ["kind"],
+            registry=self.registry,
+        )
         self.registry.register(_DeadlineCollector(current_deadlines))
 
-    def add_collector(self, collector: Collector) -> None:
-        self.registry.register(collector)
+    def watch_breakers(self, snapshots: Callable[[], list[dict[str, Any]]]) -> None:
+        """Export the breakers ``snapshots()`` describes (each with ``dependency``, ``target``)."""
+        self.registry.register(_BreakerCollector(snapshots))
+
+    def answer_finished(self, status: str, characters: int, stats: Mapping[str, Any]) -> None:
+        """Count one answer of the chat workflow (``stats``: what the provider reported)."""
+        self.answers.labels(status).inc()
+        self.answer_characters.inc(characters)
+        prompt, completion = _token_counts(stats)
+        if prompt:
+            self.llm_tokens.labels("prompt").inc(prompt)
+        if completion:
+            self.llm_tokens.labels("completion").inc(completion)
 
     def observe_request(self, method: str, route: str, status: int, seconds: float) -> None:
         self.requests.labels(method, route, str(status)).inc()

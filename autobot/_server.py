@@ -1,8 +1,9 @@
 """Serving the app with Hypercorn's Trio worker, and stopping it on a signal.
 
-The first SIGINT or SIGTERM starts a graceful shutdown: Hypercorn stops
-accepting, lets open requests finish within ``server.shutdown`` and cancels the
-rest (streams and WebSockets among them), then the app's lifespan closes its
+The first SIGINT or SIGTERM starts a graceful shutdown: streams and WebSockets
+are cancelled at once (storing what they had, as a client leaving would),
+Hypercorn stops accepting, lets other open requests finish within
+``server.shutdown`` and cancels the rest, then the app's lifespan closes its
 services. A second signal cancels everything at once.
 """
 
@@ -19,6 +20,7 @@ from hypercorn.trio import serve as hypercorn_serve
 from ._config import Settings
 from ._deadlines import current_deadlines
 from ._logging import log_fields
+from ._services import Services
 
 __all__ = ["serve"]
 
@@ -35,12 +37,15 @@ def _hypercorn_config(settings: Settings) -> HypercornConfig:
     return config
 
 
-async def _watch_signals(shutdown: trio.Event, everything: trio.CancelScope) -> None:
+async def _watch_signals(
+    shutdown: trio.Event, everything: trio.CancelScope, services: Services
+) -> None:
     with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
         async for signum in signals:
             name = signal.Signals(signum).name
             if not shutdown.is_set():
                 log.info("shutting down", extra=log_fields(signal=name))
+                services.begin_shutdown()
                 shutdown.set()
             else:
                 log.warning("second signal: stopping now", extra=log_fields(signal=name))
@@ -65,7 +70,8 @@ async def serve(
             )
             nursery.cancel_scope.cancel()  # the signal watcher has nothing left to do
 
-        nursery.start_soon(_watch_signals, shutdown, nursery.cancel_scope)
+        services = app.extensions["autobot.services"]
+        nursery.start_soon(_watch_signals, shutdown, nursery.cancel_scope, services)
         binds = await nursery.start(serve_then_stop)
         log.info("listening", extra=log_fields(binds=binds))
         task_status.started(binds)

@@ -16,19 +16,20 @@ retries until the store opens, instead of exiting.
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
-from contextlib import AsyncExitStack
+from collections.abc import Iterator, Sequence
+from contextlib import AsyncExitStack, contextmanager
 from typing import Any
 
-import httpx
 import trio
 
 from ._config import Settings
 from ._deadlines import deadline
 from ._errors import AutoBotError, DeadlineExceeded, StorageUnavailable
-from ._health import DataDirCheck, HealthCheck, LLMReachableCheck
+from ._health import DataDirCheck, HealthCheck
 from ._logging import log_fields
 from ._metrics import Metrics
+from .chat import ChatService
+from .llm import LLM, LLMHealthCheck, PromptTemplates, open_llm
 from .redis import RedisHealthCheck
 from .storage import EmbeddedStore, RedisStore, Store, open_store
 
@@ -92,9 +93,30 @@ class Services:
         self.health_checks: list[HealthCheck] = []
         self._extra_health_checks = list(extra_health_checks)
         self._store: Store | None = None
+        self.llm: LLM
+        self.prompts: PromptTemplates
         self.store_error = "not opened yet"
         self._stop_requested = trio.Event()
         self.stopped = trio.Event()
+        self._long_lived: set[trio.CancelScope] = set()
+        self.shutting_down = False
+
+    @property
+    def chat(self) -> ChatService:
+        """The chat workflow over the current store."""
+        return ChatService(self.store, self.llm, self.prompts, self.metrics)
+
+    def breaker_snapshots(self) -> list[dict[str, Any]]:
+        """Every dependency's circuit breaker, for metrics."""
+        snapshots = [
+            {"dependency": "llm", "target": f"{s['provider']} {s['url']}", **s}
+            for s in self.llm.breaker_snapshots()
+        ]
+        if isinstance(self._store, RedisStore):
+            snapshots.append(
+                {"dependency": "redis", "target": "", **self._store.client.breaker.snapshot()}
+            )
+        return snapshots
 
     @property
     def store(self) -> Store:
@@ -114,16 +136,18 @@ class Services:
         if settings.redis_url:
             self.health_checks.append(RedisCheck(self))
 
-        headers = (
-            {"Authorization": f"Bearer {settings.llm_api_key}"} if settings.llm_api_key else {}
+        self.llm = await stack.enter_async_context(
+            open_llm(
+                settings.llm_provider,
+                settings.llm_url,
+                settings.llm_model,
+                api_key=settings.llm_api_key,
+                fallback=settings.llm_fallback,
+            )
         )
-        # Deadlines are cancel scopes around each call, so httpx's own timeouts are off.
-        llm_http = await stack.enter_async_context(
-            httpx.AsyncClient(timeout=httpx.Timeout(None), headers=headers)
-        )
-        self.health_checks.append(
-            LLMReachableCheck(settings.llm_provider, settings.llm_url, llm_http)
-        )
+        self.prompts = PromptTemplates(settings.data_dir)
+        self.health_checks.append(LLMHealthCheck(self.llm))
+        self.metrics.watch_breakers(self.breaker_snapshots)
         self.health_checks.extend(self._extra_health_checks)
 
     async def _keep_store_open(
@@ -170,6 +194,30 @@ class Services:
                 except DeadlineExceeded as error:
                     log.error("services did not close in time", extra=log_fields(error=str(error)))
             self.stopped.set()
+
+    @contextmanager
+    def long_lived(self) -> Iterator[trio.CancelScope]:
+        """Run a stream or WebSocket session so that shutdown cancels it at once.
+
+        Ordinary requests get ``server.shutdown`` seconds to finish after
+        SIGTERM; a stream would use all of them and then be cut anyway, so
+        streams are cancelled as soon as shutdown begins (their cleanup, such as
+        storing a partial answer, still runs).
+        """
+        with trio.CancelScope() as scope:
+            if self.shutting_down:
+                scope.cancel()
+            self._long_lived.add(scope)
+            try:
+                yield scope
+            finally:
+                self._long_lived.discard(scope)
+
+    def begin_shutdown(self) -> None:
+        """Cancel every :meth:`long_lived` session, now and from now on."""
+        self.shutting_down = True
+        for scope in self._long_lived:
+            scope.cancel()
 
     def stop(self) -> None:
         """Ask :meth:`run` to stop its background work and close the services."""

@@ -1,5 +1,7 @@
 """ASGI middleware: one structured log line and one metrics sample per request.
 
+It also shields the final send of each response (see ``send_and_watch``).
+
 It wraps the whole app, so the duration covers streamed bodies and WebSocket
 sessions to their end, and a request the client abandoned is still logged
 (with ``"cancelled": true``) before the cancellation propagates. The route
@@ -40,6 +42,9 @@ class AccessLog:
         async def send_and_watch(message: dict[str, Any]) -> None:
             nonlocal status
             kind = message["type"]
+            if kind == "websocket.send" or message.get("more_body"):
+                await send(message)  # the hot path: stream data passes straight through
+                return
             if kind == "http.response.start":
                 status = message["status"]
             elif kind == "websocket.accept":
@@ -48,6 +53,16 @@ class AccessLog:
                 status = 403  # closed before accepting: the handshake was refused
             elif kind == "websocket.http.response.start":
                 status = message["status"]
+            elif kind == "http.response.body":
+                # Sending the last body chunk lets Hypercorn recycle the connection and
+                # start its keep-alive timer, but that same step hands the app an
+                # http.disconnect, on which Quart-Trio cancels the request's tasks,
+                # this send among them. Cancelled there, the timer never starts: the
+                # idle connection would never time out, and would hold up shutdown.
+                # Hypercorn shields its socket writes, so shielding adds no new wait.
+                with trio.CancelScope(shield=True):
+                    await send(message)
+                return
             await send(message)
 
         cancelled = False

@@ -15,7 +15,9 @@ from .._health import HealthCheck
 from .._services import Services
 from ._access_log import ROUTE_KEY, AccessLog
 from ._auth import install_auth
+from ._chats import chats
 from ._error_handlers import register_error_handlers
+from ._long_running import is_long_running
 from ._request import AutoBotRequest
 from ._system import system
 
@@ -28,11 +30,15 @@ class AutoBotApp(QuartTrio):
     Only the handler call runs under ``http.request``: a streamed body is sent
     after the handler returned and is bounded by the deadlines of what it streams
     (``llm.idle``, ``llm.total``), not by the budget for ordinary requests.
+    Handlers marked :func:`long_running` (a non-streamed answer) skip it too.
     """
 
     request_class = AutoBotRequest
 
     async def dispatch_request(self, request_context: Any = None) -> Any:
+        rule = request.url_rule
+        if rule is not None and is_long_running(self.view_functions.get(rule.endpoint)):
+            return await super().dispatch_request(request_context)
         with deadline("http.request"):
             return await super().dispatch_request(request_context)
 
@@ -80,6 +86,7 @@ def create_app(
 
     install_auth(app, settings.api_token)
     app.register_blueprint(system)
+    app.register_blueprint(chats)
 
     @app.before_serving
     async def open_services() -> None:

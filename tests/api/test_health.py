@@ -114,4 +114,4 @@ async def test_unreachable_llm_is_degraded(settings: Settings) -> None:
     assert response.status_code == 200
     assert body["status"] == "degraded"
     assert body["checks"]["llm"]["ok"] is False
-    assert "ConnectError" in body["checks"]["llm"]["error"]
+    assert body["checks"]["llm"]["error"].startswith("cannot reach ollama at http://127.0.0.1:")

@@ -1,0 +1,253 @@
+"""Chat routes: CRUD, messages (JSON or server-sent events), WebSocket, legacy routes."""
+
+from __future__ import annotations
+
+import json
+import logging
+from typing import Any
+
+import trio
+from pydantic import BaseModel, Field
+from quart import Blueprint, Response, websocket
+from quart_schema import validate_querystring, validate_request
+from quart_trio.wrappers import TrioResponse
+
+from .._errors import AutoBotError, BadRequest, LLMError, LLMTimeout, LLMUnavailable
+from .._logging import log_fields
+from ..chat import MAX_CONTENT_CHARS, Answer, ChatService, chat_channel
+from ..storage import Chat, Message
+from ._context import services
+from ._event_stream import event_stream_response
+from ._long_running import long_running
+
+__all__ = ["chats"]
+
+log = logging.getLogger("autobot.api")
+
+chats = Blueprint("chats", __name__)
+
+_LLM_FAILURES = (LLMError, LLMTimeout, LLMUnavailable)
+
+
+class NewChat(BaseModel):
+    title: str | None = Field(default=None, max_length=200)
+
+
+class NewMessage(BaseModel):
+    content: str = Field(min_length=1, max_length=MAX_CONTENT_CHARS)
+    stream: bool = False
+    model: str | None = Field(default=None, min_length=1, max_length=200)
+
+
+class ChatListQuery(BaseModel):
+    limit: int = Field(default=100, ge=1, le=1000)
+    offset: int = Field(default=0, ge=0)
+
+
+class ChatIdQuery(BaseModel):
+    chat_id: str = Field(min_length=1)
+
+
+class LegacyMessage(BaseModel):
+    message: str = Field(min_length=1, max_length=MAX_CONTENT_CHARS)
+    chat_id: str | None = None
+
+
+def _chat_service() -> ChatService:
+    return services().chat
+
+
+async def _chat_detail(chat_id: str) -> dict[str, Any]:
+    chat, messages = await _chat_service().chat_with_messages(chat_id)
+    return {"chat": chat.to_json(), "messages": [message.to_json() for message in messages]}
+
+
+async def _delete(chat_id: str) -> Response:
+    await services().store.delete_chat(chat_id)
+    return TrioResponse(status=204)
+
+
+# -- chats ---------------------------------------------------------------------------------
+
+
+@chats.get("/api/chats")
+@chats.get("/api/list_sessions")  # AutoBot's legacy names for the same list
+@chats.get("/api/chat_sessions")
+@validate_querystring(ChatListQuery)
+async def list_chats(query_args: ChatListQuery) -> dict[str, Any]:
+    """Chats, newest first (``limit`` up to 1000, ``offset``)."""
+    listed = await services().store.list_chats(query_args.limit, query_args.offset)
+    return {"chats": [chat.to_json() for chat in listed]}
+
+
+@chats.post("/api/chats")
+@validate_request(NewChat)
+async def create_chat(data: NewChat) -> tuple[dict[str, Any], int]:
+    chat: Chat = await services().store.create_chat(data.title)
+    return {"chat": chat.to_json()}, 201
+
+
+@chats.get("/api/chats/<chat_id>")
+async def get_chat(chat_id: str) -> dict[str, Any]:
+    return await _chat_detail(chat_id)
+
+
+@chats.delete("/api/chats/<chat_id>")
+async def delete_chat(chat_id: str) -> Response:
+    return await _delete(chat_id)
+
+
+# -- messages --------------------------------------------------------------------------------
+
+
+def _sse_name_and_data(event: dict[str, Any]) -> tuple[str, dict[str, Any]]:
+    kind = event["type"]
+    if kind == "token":
+        return "token", {"delta": event["delta"]}
+    if kind == "done":
+        return "done", {"message": event["message"]}
+    if kind == "cancelled":
+        error = {"code": "answer_cancelled", "message": "the answer was cancelled"}
+        return "error", {"error": error, "message": event["message"]}
+    return "error", {"error": event["error"], "message": event.get("message")}
+
+
+def _stream_answer(answer: Answer) -> Response:
+    # The body is produced after the handler returned, outside the app context.
+    app_services = services()
+
+    async def produce(send: trio.MemorySendChannel[tuple[str, Any]]) -> None:
+        async def forward(event: dict[str, Any]) -> None:
+            try:
+                await send.send(_sse_name_and_data(event))
+            except trio.BrokenResourceError:
+                pass  # the client is gone; the answer is finishing without it
+
+        with app_services.long_lived():
+            try:
+                await answer.run(forward)
+            except _LLM_FAILURES:
+                pass  # already sent as the stream's error event, and stored as failed
+            except AutoBotError as error:  # the store failed while finishing
+                await send.send(("error", error.to_body()))
+
+    return event_stream_response(produce)
+
+
+@chats.post("/api/chats/<chat_id>/messages")
+@validate_request(NewMessage)
+@long_running
+async def post_message(chat_id: str, data: NewMessage) -> Any:
+    """Ask for an answer: JSON when the answer is complete, or a stream of events.
+
+    Not bounded by ``http.request``: an answer takes as long as ``llm.*`` allow.
+    """
+    answer = await _chat_service().start_answer(chat_id, data.content, data.model)
+    if data.stream:
+        return _stream_answer(answer)
+    message = await answer.run()
+    return {"message": message.to_json()}
+
+
+# -- WebSocket --------------------------------------------------------------------------------
+
+
+def _ws_error(error: AutoBotError) -> dict[str, Any]:
+    return {"type": "error", **error.to_body()}
+
+
+async def _send_json(data: dict[str, Any]) -> None:
+    await websocket.send(json.dumps(data, ensure_ascii=False, separators=(",", ":")))
+
+
+async def _run_answer(answer: Answer) -> None:
+    try:
+        await answer.run()
+    except _LLM_FAILURES:
+        pass  # every listener got the error event; the message is stored as failed
+    except AutoBotError as error:
+        await _send_json(_ws_error(error))
+
+
+async def _handle_client_message(
+    raw: str | bytes, chat_id: str, service: ChatService, nursery: trio.Nursery
+) -> None:
+    try:
+        message = json.loads(raw)
+    except ValueError:
+        raise BadRequest("the message is not valid JSON", code="invalid_json") from None
+    if not isinstance(message, dict):
+        raise BadRequest("a message must be a JSON object", code="invalid_message")
+    kind = message.get("type")
+    if kind == "message":
+        answer = await service.start_answer(chat_id, message.get("content"), message.get("model"))
+        nursery.start_soon(_run_answer, answer)
+    elif kind == "cancel":
+        await service.request_cancel(chat_id)
+    else:
+        raise BadRequest(
+            f"unknown message type {kind!r}; expected 'message' or 'cancel'",
+            code="unknown_message_type",
+        )
+
+
+async def _forward_events(events: Any) -> None:
+    async for event in events:
+        await _send_json(event)
+
+
+@chats.websocket("/api/chats/<chat_id>/ws")
+async def chat_socket(chat_id: str) -> None:
+    """Every client of a chat gets every event of its answers, from any process.
+
+    Answers started here run in this connection's nursery: when the client
+    that asked goes away, its answer is cancelled (and stored as such).
+    """
+    service = _chat_service()
+    await service.store.get_chat(chat_id)  # NotFound refuses the handshake with 404
+    async with service.store.subscribe(chat_channel(chat_id)) as events:
+        await websocket.accept()
+        with services().long_lived():
+            await _serve_socket(chat_id, service, events)
+
+
+async def _serve_socket(chat_id: str, service: ChatService, events: Any) -> None:
+    """Forward the chat's events to the client while handling what the client sends."""
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(_forward_events, events)
+        while True:
+            raw = await websocket.receive()
+            try:
+                await _handle_client_message(raw, chat_id, service, nursery)
+            except AutoBotError as error:
+                log.info("websocket message refused", extra=log_fields(code=error.code))
+                await _send_json(_ws_error(error))
+
+
+# -- AutoBot legacy routes ----------------------------------------------------------------------
+
+
+@chats.get("/api/history")
+@validate_querystring(ChatIdQuery)
+async def legacy_history(query_args: ChatIdQuery) -> dict[str, Any]:
+    return await _chat_detail(query_args.chat_id)
+
+
+@chats.delete("/api/delete_session")
+@validate_querystring(ChatIdQuery)
+async def legacy_delete_session(query_args: ChatIdQuery) -> Response:
+    return await _delete(query_args.chat_id)
+
+
+@chats.post("/api/send_message")
+@validate_request(LegacyMessage)
+@long_running
+async def legacy_send_message(data: LegacyMessage) -> dict[str, Any]:
+    """Like ``POST /api/chats/<id>/messages`` (not streamed), creating the chat if needed."""
+    store = services().store
+    if data.chat_id is None:
+        chat_id = (await store.create_chat(data.message[:60])).id
+    else:
+        chat_id = data.chat_id
+    message: Message = await _chat_service().answer(chat_id, data.message)
+    return {"message": message.to_json(), "chat_id": chat_id}

@@ -1,0 +1,322 @@
+"""The chat workflow: a user message in, a streamed answer out, everything stored.
+
+One answer, step by step (:meth:`ChatService.start_answer`, then :meth:`Answer.run`):
+
+1. The chat's answer lease (``answer:<chat id>``) is claimed, so one answer at a
+   time runs per chat across every process sharing the store; a second gets
+   :class:`Conflict` ``answer_in_progress``.
+2. The user message is stored before the LLM is asked.
+3. The answer streams from the LLM. Every delta is published on the chat's
+   channel (``chat:<id>``), which every listener of the chat receives: WebSocket
+   clients in this process and in others. The caller that asked may also take
+   the deltas directly (``on_event``), as the HTTP stream does.
+4. The assistant message is stored with what arrived: ``complete``;
+   ``cancelled`` when the caller went away or someone sent ``cancel``; ``failed``
+   when the provider failed or a deadline expired. A final event (``done``,
+   ``cancelled`` or ``error``) closes the stream for every listener.
+
+Cancellation reaches the LLM request in the same step: the stream's owner
+closes the provider connection while unwinding. The final store and publish
+are shielded from that cancellation and bounded by their own deadlines, so a
+cut-off answer is never lost.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from typing import Any, Protocol
+
+import trio
+
+from .._errors import (
+    AutoBotError,
+    Conflict,
+    LLMError,
+    LLMTimeout,
+    LLMUnavailable,
+    NotFound,
+    ValidationFailed,
+)
+from .._logging import log_fields
+from ..llm import LLM, PromptTemplates
+from ..storage import Chat, Message, Store, new_id
+
+__all__ = [
+    "MAX_CONTENT_CHARS",
+    "Answer",
+    "ChatService",
+    "chat_channel",
+    "control_channel",
+    "validate_content",
+    "validate_model",
+]
+
+log = logging.getLogger("autobot.chat")
+
+MAX_CONTENT_CHARS = 32_000
+MAX_MODEL_CHARS = 200
+# How many earlier messages go to the LLM with a new one.
+HISTORY_MESSAGES = 50
+# The per-chat answer lease: long enough to survive a slow store, renewed while
+# streaming; a process that dies mid-answer frees the chat within the TTL.
+ANSWER_LEASE_TTL_S = 30.0
+ANSWER_LEASE_RENEW_S = 10.0
+# <data dir>/prompts/system.md, when it exists, is the system prompt of every answer.
+SYSTEM_PROMPT_TEMPLATE = "system"
+
+EventSink = Callable[[dict[str, Any]], Awaitable[None]]
+
+
+class AnswerObserver(Protocol):
+    """Told about every finished answer (the app's metrics implement it)."""
+
+    def answer_finished(self, status: str, characters: int, stats: Mapping[str, Any]) -> None: ...
+
+
+_LLM_FAILURES = (LLMError, LLMTimeout, LLMUnavailable)
+
+
+def chat_channel(chat_id: str) -> str:
+    """Where a chat's answer events are published."""
+    return f"chat:{chat_id}"
+
+
+def control_channel(chat_id: str) -> str:
+    """Where ``cancel`` requests for a chat's answer are published."""
+    return f"chat:{chat_id}:control"
+
+
+def validate_content(content: Any) -> str:
+    if not isinstance(content, str) or not content.strip():
+        raise ValidationFailed("content: must be a non-empty string")
+    if len(content) > MAX_CONTENT_CHARS:
+        raise ValidationFailed(
+            f"content: at most {MAX_CONTENT_CHARS} characters (got {len(content)})",
+            code="content_too_long",
+        )
+    return content
+
+
+def validate_model(model: Any) -> str | None:
+    if model is None:
+        return None
+    if not isinstance(model, str) or not model.strip() or len(model) > MAX_MODEL_CHARS:
+        raise ValidationFailed(f"model: must be a non-empty string of at most {MAX_MODEL_CHARS}")
+    return model
+
+
+class Answer:
+    """One answer: claimed and with its user message stored; :meth:`run` streams it."""
+
+    def __init__(
+        self,
+        service: ChatService,
+        chat_id: str,
+        answer_id: str,
+        user_message: Message,
+        prompt: list[dict[str, str]],
+        model: str | None,
+    ) -> None:
+        self._service = service
+        self.chat_id = chat_id
+        self.id = answer_id
+        self.user_message = user_message
+        self._prompt = prompt
+        self._model = model
+        self._lease = f"answer:{chat_id}"
+        self._parts: list[str] = []
+        self._stats: Mapping[str, Any] = {}
+
+    @property
+    def text(self) -> str:
+        """What has arrived so far."""
+        return "".join(self._parts)
+
+    async def run(self, on_event: EventSink | None = None) -> Message:
+        """Stream the answer to its end and store it; returns the assistant message.
+
+        Raises the LLM's failure (``LLMError``, ``LLMTimeout``, ``LLMUnavailable``)
+        after storing what had arrived as ``failed``. When cancelled from
+        outside, stores it as ``cancelled`` and lets the cancellation go on; when
+        a ``cancel`` request stopped it, returns the ``cancelled`` message.
+        """
+        failure: AutoBotError | None = None
+        status = "cancelled"
+        try:
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(self._keep_lease)
+                await nursery.start(self._watch_for_cancel, nursery.cancel_scope)
+                try:
+                    await self._stream(on_event)
+                    status = "complete"
+                except _LLM_FAILURES as error:
+                    status, failure = "failed", error
+                nursery.cancel_scope.cancel()
+        finally:
+            with trio.CancelScope(shield=True):
+                message = await self._finish(status, failure, on_event)
+        if failure is not None:
+            raise failure
+        return message
+
+    async def _stream(self, on_event: EventSink | None) -> None:
+        async with self._service.llm.stream(self._prompt, self._model) as deltas:
+            async for delta in deltas:
+                self._parts.append(delta)
+                await self._service.emit(self.chat_id, {"type": "token", "delta": delta}, on_event)
+            self._stats = deltas.stats
+
+    async def _finish(
+        self, status: str, failure: AutoBotError | None, on_event: EventSink | None
+    ) -> Message:
+        """Store what arrived, free the chat, tell every listener. Run shielded:
+        each store call is bounded by its own deadline."""
+        store = self._service.store
+        try:
+            message = await store.append_message(self.chat_id, "assistant", self.text, status)
+        finally:
+            await self._release()  # noqa: ASYNC102 - _finish runs shielded (see run)
+        if failure is not None:
+            event = {
+                "type": "error",
+                "error": failure.to_body()["error"],
+                "message": message.to_json(),
+            }
+        else:
+            kind = "done" if status == "complete" else "cancelled"
+            event = {"type": kind, "message": message.to_json()}
+        await self._service.emit(self.chat_id, event, on_event)
+        if self._service.observer is not None:
+            self._service.observer.answer_finished(status, len(message.content), self._stats)
+        log.info(
+            "answer finished",
+            extra=log_fields(chat_id=self.chat_id, status=status, characters=len(message.content)),
+        )
+        return message
+
+    async def _release(self) -> None:
+        try:
+            await self._service.store.release_lease(self._lease, self.id)
+        except AutoBotError as error:  # it lapses by itself within its TTL
+            log.warning("answer lease not released", extra=log_fields(error=error.message))
+
+    async def abandon(self) -> None:
+        """Give the chat back without answering (the caller will never call :meth:`run`)."""
+        await self._release()
+
+    async def _keep_lease(self) -> None:
+        while True:
+            await trio.sleep(ANSWER_LEASE_RENEW_S)
+            try:
+                if not await self._service.store.renew_lease(
+                    self._lease, self.id, ANSWER_LEASE_TTL_S
+                ):
+                    log.warning("answer lease lost", extra=log_fields(chat_id=self.chat_id))
+            except AutoBotError as error:
+                log.warning("answer lease not renewed", extra=log_fields(error=error.message))
+
+    async def _watch_for_cancel(
+        self, answer_scope: trio.CancelScope, *, task_status: trio.TaskStatus[None]
+    ) -> None:
+        started = False
+        try:
+            async with self._service.store.subscribe(control_channel(self.chat_id)) as requests:
+                task_status.started()
+                started = True
+                async for request in requests:
+                    if request.get("type") == "cancel":
+                        answer_scope.cancel()
+                        return
+        except AutoBotError as error:
+            # Without the control channel the answer still runs; it just cannot
+            # be cancelled from another client until the store is back.
+            log.warning("cancel requests unavailable", extra=log_fields(error=error.message))
+            if not started:
+                task_status.started()
+
+
+class ChatService:
+    """Chats and their answers over a store and an LLM."""
+
+    def __init__(
+        self,
+        store: Store,
+        llm: LLM,
+        prompts: PromptTemplates | None = None,
+        observer: AnswerObserver | None = None,
+    ) -> None:
+        self.store = store
+        self.llm = llm
+        self.prompts = prompts
+        self.observer = observer
+
+    async def emit(
+        self, chat_id: str, event: dict[str, Any], on_event: EventSink | None = None
+    ) -> None:
+        """Publish ``event`` to the chat's listeners, and hand it to ``on_event``."""
+        if on_event is not None:
+            await on_event(event)
+        try:
+            await self.store.publish(chat_channel(chat_id), event)
+        except AutoBotError as error:
+            # Other listeners miss this event; the answer itself goes on.
+            log.warning("event not published", extra=log_fields(error=error.message))
+
+    async def chat_with_messages(self, chat_id: str) -> tuple[Chat, list[Message]]:
+        chat = await self.store.get_chat(chat_id)
+        return chat, await self.store.get_messages(chat_id)
+
+    async def _prompt(self, history: Sequence[Message]) -> list[dict[str, str]]:
+        prompt: list[dict[str, str]] = []
+        if self.prompts is not None:
+            try:
+                prompt.append(
+                    {"role": "system", "content": await self.prompts.get(SYSTEM_PROMPT_TEMPLATE)}
+                )
+            except NotFound:
+                pass
+        prompt.extend(
+            {"role": message.role, "content": message.content}
+            for message in history[-HISTORY_MESSAGES:]
+            if message.content
+        )
+        return prompt
+
+    async def start_answer(self, chat_id: str, content: str, model: str | None = None) -> Answer:
+        """Claim the chat and store the user message; the caller then runs the answer.
+
+        Raises ``NotFound`` (``chat_not_found``), ``ValidationFailed`` for bad
+        content, ``Conflict`` (``answer_in_progress``) while another answer runs.
+        """
+        content = validate_content(content)
+        model = validate_model(model)
+        await self.store.get_chat(chat_id)
+        answer_id = new_id()
+        if not await self.store.claim_lease(f"answer:{chat_id}", answer_id, ANSWER_LEASE_TTL_S):
+            raise Conflict(
+                "an answer is already being streamed in this chat", code="answer_in_progress"
+            )
+        try:
+            user_message = await self.store.append_message(chat_id, "user", content)
+            prompt = await self._prompt(await self.store.get_messages(chat_id))
+        except BaseException:
+            with trio.CancelScope(shield=True):
+                await self.store.release_lease(f"answer:{chat_id}", answer_id)
+            raise
+        return Answer(self, chat_id, answer_id, user_message, prompt, model)
+
+    async def answer(
+        self,
+        chat_id: str,
+        content: str,
+        model: str | None = None,
+        on_event: EventSink | None = None,
+    ) -> Message:
+        """:meth:`start_answer` and :meth:`Answer.run` in one call."""
+        answer = await self.start_answer(chat_id, content, model)
+        return await answer.run(on_event)
+
+    async def request_cancel(self, chat_id: str) -> None:
+        """Ask whichever process runs this chat's answer to stop it."""
+        await self.store.publish(control_channel(chat_id), {"type": "cancel"})
