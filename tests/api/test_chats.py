@@ -356,4 +356,3 @@ async def test_answers_show_in_the_metrics(settings: Settings, fake_llm: FakeLLM
     target = f"ollama {fake_llm.ollama_url}"
     assert f'autobot_breaker_open{{dependency="llm",target="{target}"}} 0.0' in text
     assert 'autobot_deadline_observations_total{scope="llm.first_token"} 1.0' in text
-
