@@ -50,6 +50,19 @@ def test_environment_values_are_parsed() -> None:
     assert settings.api_token == "s3cret"
 
 
+def test_fallback_chain_is_parsed() -> None:
+    settings = load_settings(
+        {
+            "AUTOBOT_LLM_FALLBACK": "openai:http://10.0.0.5:8080/v1:qwen2,ollama:http://h:11434:llama3.2:latest"
+        }
+    )
+    assert [str(spec) for spec in settings.llm_fallback] == [
+        "openai:http://10.0.0.5:8080/v1:qwen2",
+        "ollama:http://h:11434:llama3.2:latest",
+    ]
+    assert "fallback    openai:http://10.0.0.5:8080/v1:qwen2" in "\n".join(settings.summary())
+
+
 def test_empty_variables_count_as_unset() -> None:
     assert load_settings({"AUTOBOT_REDIS_URL": "", "AUTOBOT_PORT": "  "}) == Settings()
 
@@ -100,6 +113,7 @@ def test_summary_masks_secrets() -> None:
         ({"AUTOBOT_DEADLINE_LLM_IDEL": "3"}, "AUTOBOT_DEADLINE_LLM_IDEL: no deadline scope"),
         ({"AUTOBOT_DEADLINE_HEALTH_CHECK": "5"}, "AUTOBOT_DEADLINE_HEALTH_CHECK: 5 s must be"),
         ({"AUTOBOT_LOG_LEVEL": "loud"}, "AUTOBOT_LOG_LEVEL: 'loud' is not one of"),
+        ({"AUTOBOT_LLM_FALLBACK": "ollama"}, "AUTOBOT_LLM_FALLBACK: 'ollama' is not provider:url"),
         ({"AUTOBOT_CONFIG": "/nonexistent/autobot.toml"}, "AUTOBOT_CONFIG: no such file"),
     ],
 )

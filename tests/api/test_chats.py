@@ -356,3 +356,24 @@ async def test_answers_show_in_the_metrics(settings: Settings, fake_llm: FakeLLM
     target = f"ollama {fake_llm.ollama_url}"
     assert f'autobot_breaker_open{{dependency="llm",target="{target}"}} 0.0' in text
     assert 'autobot_deadline_observations_total{scope="llm.first_token"} 1.0' in text
+
+
+async def test_fallback_provider_answers_when_the_primary_is_down(
+    settings: Settings, nursery: trio.Nursery
+) -> None:
+    from autobot.llm import parse_fallback
+    from tests.support.fake_llm import serve_fake_llm
+
+    primary = await nursery.start(serve_fake_llm, Scenario(refuse_connections=True))
+    backup = await nursery.start(serve_fake_llm, Scenario(tokens=["from ", "the backup"]))
+    settings = dataclasses.replace(
+        settings,
+        llm_url=primary.ollama_url,
+        llm_fallback=parse_fallback(f"openai:{backup.openai_url}:qwen2"),
+    )
+    async with served(create_app(settings)) as client:
+        chat_id = await new_chat(client)
+        response = await client.post(f"/api/chats/{chat_id}/messages", json={"content": "hi"})
+    assert response.status_code == 200
+    assert response.json()["message"]["content"] == "from the backup"
+    assert backup.requests[-1].json()["model"] == "qwen2"
