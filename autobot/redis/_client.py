@@ -4,7 +4,7 @@
 ``AsyncCoreCommands`` (``get``, ``hset``, ``xadd``, ``zadd``, ...), which all
 end in :meth:`Redis.execute_command`, and applies redis-py's RESP2 response
 callbacks to the replies, so results have the same Python shapes as with
-``redis.asyncio.Redis`` (``hgetall`` → ``dict``, ``zrange(withscores=True)`` →
+redis-py's own async client (``hgetall`` → ``dict``, ``zrange(withscores=True)`` →
 list of ``(member, score)``, ``set`` → ``True``, ...). Only the transport is
 ours.
 
