@@ -46,6 +46,7 @@ __all__ = [
     "MAX_CONTENT_CHARS",
     "Answer",
     "ChatService",
+    "answer_lease",
     "chat_channel",
     "control_channel",
     "validate_content",
@@ -80,6 +81,11 @@ _LLM_FAILURES = (LLMError, LLMTimeout, LLMUnavailable)
 def chat_channel(chat_id: str) -> str:
     """Where a chat's answer events are published."""
     return f"chat:{chat_id}"
+
+
+def answer_lease(chat_id: str) -> str:
+    """The lease held by whichever process is answering in the chat."""
+    return f"answer:{chat_id}"
 
 
 def control_channel(chat_id: str) -> str:
@@ -124,7 +130,7 @@ class Answer:
         self.user_message = user_message
         self._prompt = prompt
         self._model = model
-        self._lease = f"answer:{chat_id}"
+        self._lease = answer_lease(chat_id)
         self._parts: list[str] = []
         self._stats: Mapping[str, Any] = {}
 
@@ -293,7 +299,7 @@ class ChatService:
         model = validate_model(model)
         await self.store.get_chat(chat_id)
         answer_id = new_id()
-        if not await self.store.claim_lease(f"answer:{chat_id}", answer_id, ANSWER_LEASE_TTL_S):
+        if not await self.store.claim_lease(answer_lease(chat_id), answer_id, ANSWER_LEASE_TTL_S):
             raise Conflict(
                 "an answer is already being streamed in this chat", code="answer_in_progress"
             )
@@ -302,7 +308,7 @@ class ChatService:
             prompt = await self._prompt(await self.store.get_messages(chat_id))
         except BaseException:
             with trio.CancelScope(shield=True):
-                await self.store.release_lease(f"answer:{chat_id}", answer_id)
+                await self.store.release_lease(answer_lease(chat_id), answer_id)
             raise
         return Answer(self, chat_id, answer_id, user_message, prompt, model)
 

@@ -41,12 +41,12 @@ from redis.commands.core import AsyncCoreCommands
 from redis.exceptions import RedisError, ResponseError, WatchError
 
 from .._breaker import CircuitBreaker
-from .._deadlines import current_deadlines, deadline
-from .._errors import DeadlineExceeded, RedisTimeout, RedisUnavailable
+from .._deadlines import current_deadlines
+from .._errors import RedisTimeout, RedisUnavailable
 from ._blocking import is_blocking, with_server_timeout
 from ._connection import ConnectionLost
 from ._endpoints import EndpointSource
-from ._failures import is_failure
+from ._failures import command_deadline, is_failure
 from ._pipeline import Pipeline
 from ._pool import ConnectionPool
 from ._protocol import pack_command
@@ -205,14 +205,13 @@ class Redis(AsyncCoreCommands):
             if shared is None:
                 shared = await pool.shared()
             try:
-                with deadline("redis.command"):
+                with command_deadline():
                     return await shared.execute(packed, count, decode)
-            except DeadlineExceeded as error:
+            except RedisTimeout as timeout:
                 # Redis is silent: commands queued behind this one would wait
                 # as long. Fail them now and start afresh on a new connection.
-                timeout = RedisTimeout(error.scope, error.deadline_s)
                 shared.fail(timeout)
-                raise timeout from None
+                raise
             except ConnectionLost as error:
                 raise RedisUnavailable(f"Redis connection lost: {error}") from error
 
@@ -221,10 +220,8 @@ class Redis(AsyncCoreCommands):
         with self.breaker.attempt(is_failure):
             connection = await self._pool.acquire()
             try:
-                with deadline("redis.command"):
+                with command_deadline():
                     return await connection.request(packed, count, decode)
-            except DeadlineExceeded as error:
-                raise RedisTimeout(error.scope, error.deadline_s) from None
             except ConnectionLost as error:
                 raise RedisUnavailable(f"Redis connection lost: {error}") from error
             finally:

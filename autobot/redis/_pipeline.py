@@ -33,10 +33,8 @@ from redis.client import EMPTY_RESPONSE, NEVER_DECODE
 from redis.commands.core import AsyncCoreCommands
 from redis.exceptions import ExecAbortError, RedisError, ResponseError, WatchError
 
-from .._deadlines import deadline
-from .._errors import DeadlineExceeded, RedisTimeout
 from ._connection import Connection, ConnectionLost
-from ._failures import is_failure
+from ._failures import command_deadline, is_failure
 from ._protocol import decode_tree
 
 if TYPE_CHECKING:
@@ -129,12 +127,8 @@ class Pipeline(AsyncCoreCommands):
     async def _on_pinned(self, packed: bytes, count: int, decode: bool) -> list[Any]:
         connection = await self._pinned()
         try:
-            with self._client.breaker.attempt(is_failure):
-                try:
-                    with deadline("redis.command"):
-                        return await connection.request(packed, count, decode)
-                except DeadlineExceeded as error:
-                    raise RedisTimeout(error.scope, error.deadline_s) from None
+            with self._client.breaker.attempt(is_failure), command_deadline():
+                return await connection.request(packed, count, decode)
         except ConnectionLost as error:
             self.watching = False
             raise WatchError(f"connection lost while watching: {error}") from error

@@ -33,6 +33,7 @@ from .._deadlines import current_deadlines, deadline
 from .._errors import DeadlineExceeded, RedisTimeout, RedisUnavailable
 from ._backoff import Backoff
 from ._connection import Connection, ConnectionLost
+from ._failures import command_deadline
 
 if TYPE_CHECKING:
     from ._client import Redis
@@ -149,7 +150,7 @@ class PubSub:
         if not keys:
             raise ValueError(f"{command} needs at least one name")
         try:
-            with deadline("redis.command"):
+            with command_deadline():
                 if self._connection is None:
                     # Connecting subscribes to everything recorded, these included.
                     count = await self._connect()
@@ -157,9 +158,9 @@ class PubSub:
                     count = len(keys)
                     await self._send(self._client.pack((command, *keys)))
                 await self._await_confirmations(count)
-        except DeadlineExceeded as error:
+        except RedisTimeout:
             self._drop()  # confirmations may still be on their way: start afresh
-            raise RedisTimeout(error.scope, error.deadline_s) from None
+            raise
 
     async def _send_unsubscribe(self, command: str, keys: list[bytes]) -> None:
         if self._connection is None or not keys:

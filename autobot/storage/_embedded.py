@@ -17,19 +17,24 @@ from typing import Any
 
 import trio
 
-from .._errors import NotFound
 from .._nursery import background_nursery
 from ._embedded_state import EmbeddedState
 from ._fanout import Fanout
 from ._journal import COMPACT_AFTER_BYTES, Journal
-from ._models import Chat, Fact, InboxMessage, Message, Priority, chat_not_found, new_id, now
+from ._models import (
+    Chat,
+    Fact,
+    InboxMessage,
+    Message,
+    Priority,
+    chat_not_found,
+    fact_not_found,
+    new_id,
+    now,
+)
 from ._records import checked_import
 
 __all__ = ["EmbeddedStore", "open_embedded_store"]
-
-
-def _fact_not_found(fact_id: str) -> NotFound:
-    return NotFound(f"no fact with id {fact_id!r}", code="fact_not_found")
 
 
 class EmbeddedStore:
@@ -123,14 +128,14 @@ class EmbeddedStore:
         await trio.lowlevel.checkpoint()
         fact = self._state.facts.get(fact_id)
         if fact is None:
-            raise _fact_not_found(fact_id)
+            raise fact_not_found(fact_id)
         return fact
 
     async def delete_fact(self, fact_id: str) -> None:
         if fact_id not in self._state.facts or not await self._commit_one(
             {"kind": "fact_deleted", "id": fact_id}
         ):
-            raise _fact_not_found(fact_id)
+            raise fact_not_found(fact_id)
 
     async def list_facts(self) -> list[Fact]:
         await trio.lowlevel.checkpoint()

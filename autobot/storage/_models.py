@@ -24,6 +24,7 @@ __all__ = [
     "Message",
     "Priority",
     "chat_not_found",
+    "fact_not_found",
     "new_id",
     "now",
 ]
@@ -43,6 +44,10 @@ def now() -> tuple[str, int]:
 
 def chat_not_found(chat_id: str) -> NotFound:
     return NotFound(f"no chat with id {chat_id!r}", code="chat_not_found")
+
+
+def fact_not_found(fact_id: str) -> NotFound:
+    return NotFound(f"no fact with id {fact_id!r}", code="fact_not_found")
 
 
 class Priority(enum.IntEnum):

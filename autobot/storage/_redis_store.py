@@ -26,12 +26,22 @@ from typing import Any
 import trio
 
 from .._deadlines import deadline
-from .._errors import NotFound, RedisUnavailable
+from .._errors import RedisUnavailable
 from .._logging import log_fields
 from .._nursery import background_nursery
 from ..redis import Backoff, Redis
 from ._fanout import Fanout
-from ._models import Chat, Fact, InboxMessage, Message, Priority, chat_not_found, new_id, now
+from ._models import (
+    Chat,
+    Fact,
+    InboxMessage,
+    Message,
+    Priority,
+    chat_not_found,
+    fact_not_found,
+    new_id,
+    now,
+)
 from ._records import checked_import, inbox_record
 from ._redis_scripts import SCRIPTS
 
@@ -41,10 +51,6 @@ log = logging.getLogger("autobot.storage")
 
 _SCORE_BAND = 1_000_000_000_000  # inbox score = (3 - priority) * band + arrival sequence
 _BARRIER = "\x00barrier"  # a channel no caller can name by accident
-
-
-def _fact_not_found(fact_id: str) -> NotFound:
-    return NotFound(f"no fact with id {fact_id!r}", code="fact_not_found")
 
 
 def _dumps(value: Any) -> str:
@@ -196,14 +202,14 @@ class RedisStore:
     async def get_fact(self, fact_id: str) -> Fact:
         raw = await self.client.get(self._key("fact", fact_id))
         if raw is None:
-            raise _fact_not_found(fact_id)
+            raise fact_not_found(fact_id)
         return Fact(**json.loads(raw))
 
     async def delete_fact(self, fact_id: str) -> None:
         if not await self._run(
             "delete_ordered", [self._key("facts"), self._key("fact", fact_id)], [fact_id]
         ):
-            raise _fact_not_found(fact_id)
+            raise fact_not_found(fact_id)
 
     async def list_facts(self) -> list[Fact]:
         return [Fact(**data) for data in await self._list_ordered("fact", newest_first=False)]
