@@ -11,14 +11,19 @@ Catch at the level you can handle::
     AutoBotError
     ├── BadRequest (400)            invalid_json, path_outside_root, ...
     ├── Unauthorized (401)
+    ├── Forbidden (403)             origin_not_allowed, host_not_allowed
     ├── NotFound (404)              chat_not_found, file_not_found, ...
+    ├── RequestTimeout (408)        request_timeout: the client was too slow sending
     ├── Conflict (409)              answer_in_progress, ...
     ├── PayloadTooLarge (413)       upload_too_large
+    ├── UnsupportedMediaType (415)  unsupported_media_type
     ├── ValidationFailed (422)
     ├── UpstreamError (502)         llm_error
     ├── ServiceUnavailable (503)    redis_unavailable, llm_unavailable, storage_unavailable
     └── DeadlineExceeded (504)      deadline_exceeded, llm_timeout
 
+    LLMFailure is the family of everything the LLM side raises: LLMUnavailable
+    (503), LLMError (502) and LLMTimeout (504); catch it to handle any of them.
     RedisTimeout is both a RedisUnavailable (503) and a DeadlineExceeded.
 """
 
@@ -33,16 +38,20 @@ __all__ = [
     "BadRequest",
     "Conflict",
     "DeadlineExceeded",
+    "Forbidden",
     "LLMError",
+    "LLMFailure",
     "LLMTimeout",
     "LLMUnavailable",
     "NotFound",
     "PayloadTooLarge",
     "RedisTimeout",
+    "RequestTimeout",
     "RedisUnavailable",
     "ServiceUnavailable",
     "StorageUnavailable",
     "Unauthorized",
+    "UnsupportedMediaType",
     "UpstreamError",
     "ValidationFailed",
 ]
@@ -85,11 +94,38 @@ class Unauthorized(AutoBotError):
     code = "unauthorized"
 
 
+class Forbidden(AutoBotError):
+    """The request is refused whoever sends it: a cross-site origin, an unknown host."""
+
+    status = 403
+    code = "forbidden"
+
+
 class NotFound(AutoBotError):
     """The named resource does not exist."""
 
     status = 404
     code = "not_found"
+
+
+class RequestTimeout(AutoBotError):
+    """The client did not send its request body within ``http.body``.
+
+    Not a :class:`DeadlineExceeded`: the server was waiting on the client, so
+    the answer is 408, but it names the scope and budget the same way.
+    """
+
+    status = 408
+    code = "request_timeout"
+
+    def __init__(self, scope: str, deadline_s: float) -> None:
+        super().__init__(
+            f"the request body did not arrive within {scope!r} ({deadline_s:g} s)",
+            scope=scope,
+            deadline_s=deadline_s,
+        )
+        self.scope = scope
+        self.deadline_s = deadline_s
 
 
 class Conflict(AutoBotError):
@@ -104,6 +140,13 @@ class PayloadTooLarge(AutoBotError):
 
     status = 413
     code = "payload_too_large"
+
+
+class UnsupportedMediaType(AutoBotError):
+    """The body is not in a media type the route reads (JSON routes need ``application/json``)."""
+
+    status = 415
+    code = "unsupported_media_type"
 
 
 class ValidationFailed(AutoBotError):
@@ -157,19 +200,27 @@ class RedisUnavailable(ServiceUnavailable):
     code = "redis_unavailable"
 
 
-class LLMUnavailable(ServiceUnavailable):
+class LLMFailure(AutoBotError):
+    """Anything the LLM side raises: the provider is down, answered badly, or too slowly.
+
+    Defines no status of its own: each member keeps its family's
+    (:class:`LLMUnavailable` 503, :class:`LLMError` 502, :class:`LLMTimeout` 504).
+    """
+
+
+class LLMUnavailable(LLMFailure, ServiceUnavailable):
     """The LLM provider cannot be reached, or its circuit breaker is open."""
 
     code = "llm_unavailable"
 
 
-class LLMError(UpstreamError):
+class LLMError(LLMFailure, UpstreamError):
     """The LLM provider answered with an error, or with a malformed or truncated stream."""
 
     code = "llm_error"
 
 
-class LLMTimeout(DeadlineExceeded):
+class LLMTimeout(LLMFailure, DeadlineExceeded):
     """An ``llm.*`` deadline expired: connect, first token, idle gap or total."""
 
     code = "llm_timeout"
