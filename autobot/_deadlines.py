@@ -25,6 +25,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 
 import trio
+from trio.lowlevel import RunVar
 
 from ._errors import DeadlineExceeded
 from ._latency import LatencyHistogram, LatencySummary
@@ -202,23 +203,36 @@ class DeadlineTable:
         return {name: scope.stats() for name, scope in self._scopes.items()}
 
 
-_current = DeadlineTable()
+# The table of a process that installed none for its current run; see install_deadlines.
+_process_table = DeadlineTable()
+_run_table: RunVar[DeadlineTable] = RunVar("autobot.deadlines")
 
 
 def install_deadlines(table: DeadlineTable) -> DeadlineTable:
     """Make ``table`` the one :func:`deadline` reads; returns the previous table.
 
-    The server installs the table built from its settings once at start-up.
-    Tests install a fresh one to start from empty statistics.
+    Called inside a Trio run, it sets the table of that run only (a
+    :class:`trio.lowlevel.RunVar`): the app's lifespan installs the table built
+    from its settings there, so two apps in two runs of one process never see
+    each other's budgets or statistics. Called outside a run, it sets the
+    process's default, which every run that installed nothing reads (tests
+    install a fresh default per test this way).
     """
-    global _current
-    previous, _current = _current, table
+    global _process_table
+    previous = current_deadlines()
+    try:
+        _run_table.set(table)
+    except RuntimeError:  # not inside a Trio run
+        _process_table = table
     return previous
 
 
 def current_deadlines() -> DeadlineTable:
-    """The table :func:`deadline` reads from."""
-    return _current
+    """The table :func:`deadline` reads from: this run's, else the process default."""
+    try:
+        return _run_table.get(_process_table)
+    except RuntimeError:  # not inside a Trio run
+        return _process_table
 
 
 @contextmanager
@@ -231,28 +245,11 @@ def deadline(name: str) -> Iterator[trio.CancelScope]:
     whether it succeeds or raises, unless an enclosing scope cancelled it (its
     duration then says nothing about this scope). The yielded cancel scope can
     be used to cancel the block early; that is not counted as an expiry.
+
+    It is a :func:`phased_deadline` with a single phase.
     """
-    scope = _current[name]
-    budget_s = scope.budget_s
-    started = trio.current_time()
-    cancel_scope = trio.CancelScope(deadline=started + budget_s)
-    cancelled_from_outside = False
-    try:
-        with cancel_scope:
-            yield cancel_scope
-    except trio.Cancelled:
-        cancelled_from_outside = True
-        raise
-    finally:
-        # Our own deadline fired if the scope caught a cancellation at or past it;
-        # an early ``cancel_scope.cancel()`` by the caller is not an expiry.
-        expired = cancel_scope.cancelled_caught and trio.current_time() >= cancel_scope.deadline
-        if expired:
-            scope.histogram.record(budget_s, expired=True)
-        elif not (cancelled_from_outside or cancel_scope.cancelled_caught):
-            scope.histogram.record(trio.current_time() - started)
-    if expired:
-        raise DeadlineExceeded(name, budget_s)
+    with phased_deadline(name) as phase:
+        yield phase.cancel_scope
 
 
 class DeadlinePhase:
@@ -332,7 +329,7 @@ def phased_deadline(first: str) -> Iterator[DeadlinePhase]:
     that ends (by a switch, by the block finishing or by expiring) is recorded
     in its own scope's histogram, so each phase has its own p50/p99.
     """
-    table = _current
+    table = current_deadlines()
     cancel_scope = trio.CancelScope()
     phase = DeadlinePhase(table, first, cancel_scope)
     cancelled_from_outside = False

@@ -18,7 +18,6 @@ from hypercorn.config import Config as HypercornConfig
 from hypercorn.trio import serve as hypercorn_serve
 
 from ._config import Settings
-from ._deadlines import current_deadlines
 from ._logging import log_fields
 from ._services import Services
 
@@ -33,7 +32,7 @@ def _hypercorn_config(settings: Settings) -> HypercornConfig:
     config.bind = [f"{host}:{settings.port}"]
     config.accesslog = None  # AutoBot logs each request itself, as JSON
     config.errorlog = logging.getLogger("hypercorn.error")
-    config.graceful_timeout = current_deadlines().budget("server.shutdown")
+    config.graceful_timeout = settings.deadline_table().budget("server.shutdown")
     return config
 
 

@@ -10,7 +10,7 @@ from quart_schema import QuartSchema
 from quart_trio import QuartTrio
 
 from .._config import Settings, load_settings
-from .._deadlines import current_deadlines, deadline, install_deadlines
+from .._deadlines import deadline, install_deadlines
 from .._health import HealthCheck
 from .._services import Services
 from ._access_log import ROUTE_KEY, AccessLog
@@ -48,17 +48,18 @@ def create_app(
 ) -> AutoBotApp:
     """Build the app for ``settings`` (default: from the environment).
 
-    Installs the settings' deadline table as the process's table. The services
-    open when the app starts serving (ASGI lifespan) and close when it stops.
-    ``extra_health_checks`` join the built-in ones in ``/api/health``.
+    The settings' deadline table becomes the table of the Trio run that serves
+    the app when it starts serving (ASGI lifespan), so two apps in one process
+    never share budgets or statistics. The services open then too, and close
+    when it stops. ``extra_health_checks`` join the built-in ones in ``/api/health``.
     """
     settings = settings or load_settings()
-    install_deadlines(settings.deadline_table())
+    deadlines = settings.deadline_table()
 
     app = AutoBotApp("autobot")
     app.config.update(
         MAX_CONTENT_LENGTH=settings.max_upload_bytes,
-        BODY_TIMEOUT=current_deadlines().budget("http.body"),
+        BODY_TIMEOUT=deadlines.budget("http.body"),
         # Streamed responses are bounded by the deadlines of what they stream.
         RESPONSE_TIMEOUT=None,
     )
@@ -90,6 +91,7 @@ def create_app(
 
     @app.before_serving
     async def open_services() -> None:
+        install_deadlines(deadlines)
         await app.nursery.start(services.run)
 
     @app.after_serving
