@@ -12,13 +12,13 @@ deadlines, breaker and failover are AutoBot's. ``docs/redis.md`` describes
 the design and the trade-offs of each URL mode.
 """
 
+from .._redis_url import Endpoint, RedisURL, parse_redis_url
 from ._backoff import Backoff
 from ._client import Redis
 from ._health import RedisHealthCheck
 from ._open import default_breaker, open_redis
 from ._pipeline import Pipeline
 from ._pubsub import PubSub
-from ._url import Endpoint, RedisURL, parse_redis_url
 
 __all__ = [
     "Backoff",

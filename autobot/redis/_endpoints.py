@@ -30,9 +30,9 @@ from redis._parsers.encoders import Encoder
 
 from .._deadlines import deadline
 from .._errors import DeadlineExceeded, RedisUnavailable
+from .._redis_url import Endpoint
 from ._connection import Connection, ConnectionLost, Target
 from ._protocol import ReplyParser, pack_command
-from ._url import Endpoint
 
 __all__ = [
     "Candidate",

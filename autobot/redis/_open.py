@@ -10,11 +10,11 @@ from redis._parsers.encoders import Encoder
 
 from .._breaker import CircuitBreaker
 from .._errors import RedisUnavailable
+from .._redis_url import RedisURL, parse_redis_url
 from ._client import Redis
 from ._endpoints import EndpointSource, NodeList, SentinelSource
 from ._pool import ConnectionPool, Connector
 from ._protocol import pack_command
-from ._url import RedisURL, parse_redis_url
 
 __all__ = ["default_breaker", "open_redis"]
 

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+from pathlib import Path
+
 import pytest
 
 from autobot.redis import Endpoint, parse_redis_url
@@ -60,3 +64,30 @@ def test_invalid_urls_raise_one_line_value_errors(text: str, fragment: str) -> N
     assert fragment in message
     assert "\n" not in message
     assert "hunter2" not in message
+
+
+def test_settings_load_without_the_redis_client() -> None:
+    # The parser is on the ground floor: validating AUTOBOT_REDIS_URL must not
+    # import redis-py or autobot.redis (a fresh interpreter shows what loads).
+    code = (
+        "import sys, autobot._config\n"
+        "loaded = sorted(m for m in sys.modules if m.split('.')[0] in ('redis', 'hiredis')"
+        " or m.startswith('autobot.redis'))\n"
+        "print(','.join(loaded))"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=Path(__file__).resolve().parents[2],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=30,
+    )
+    assert result.stdout.strip() == ""
+
+
+def test_the_client_package_reexports_the_parser() -> None:
+    from autobot import _redis_url
+
+    assert parse_redis_url is _redis_url.parse_redis_url
+    assert Endpoint is _redis_url.Endpoint

@@ -8,7 +8,11 @@ trade-off (see ``docs/redis.md``)::
     redis+sentinel://[user[:password]@]host:port[,host:port]/service[/db]
 
 The parser is pure: it resolves no names and opens no sockets, so the settings
-loader can call it to validate the variable and report a one-line error.
+loader can call it to validate the variable and report a one-line error. It
+lives on the ground floor, beside the settings, and imports nothing from
+``autobot.redis`` or redis-py: loading the settings must not load a Redis
+client that a deployment without Redis never uses. ``autobot.redis``
+re-exports these names.
 """
 
 from __future__ import annotations
