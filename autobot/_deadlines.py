@@ -66,12 +66,10 @@ SCOPES: tuple[ScopeSpec, ...] = (
     ScopeSpec("redis.probe", 0.1, "one background PING of a Redis endpoint or idle connection"),
     ScopeSpec("redis.sentinel", 0.5, "asking one Sentinel for the current master"),
     ScopeSpec(
-        "redis.block_margin",
-        0.1,
-        "how long before the caller's deadline a blocking command (BLPOP, XREAD BLOCK) "
-        "asks Redis to give up, so that its empty reply arrives in time",
+        "redis.blocking",
+        2.0,
+        "a blocking command's reply (BLPOP, XREAD BLOCK) after its server-side timeout ran out",
     ),
-    ScopeSpec("redis.pubsub_idle", 30.0, "silence on a subscribed connection before a PING"),
     ScopeSpec("llm.connect", 5.0, "connecting to the LLM provider"),
     ScopeSpec("llm.first_token", 120.0, "request sent to the first streamed token"),
     ScopeSpec("llm.idle", 30.0, "the longest silence between two streamed chunks"),

@@ -3,9 +3,9 @@
 ``BLPOP``, ``BZPOPMIN``, ``XREAD BLOCK`` and their kin carry a timeout that the
 *server* enforces. A caller in AutoBot does not pass one: it runs the command
 under a deadline scope, and the timeout sent to Redis is taken from the time
-left, minus ``redis.block_margin`` so that Redis's empty reply arrives before
-the caller's deadline fires (a reply cut off by the deadline would cost the
-connection). An explicit timeout shorter than that is kept. With no deadline
+left, minus the client's ``block_margin_s`` so that Redis's empty reply
+arrives before the caller's deadline fires (a reply cut off by the deadline
+would cost the connection). An explicit timeout shorter than that is kept. With no deadline
 at all, the command's own timeout is sent as given (``0``: wait forever), and
 the command stays cancellable: cancelling it closes its connection, which
 also frees the server-side wait.

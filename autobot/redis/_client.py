@@ -20,17 +20,25 @@ Where a command goes:
   connection other tasks share, so :meth:`execute_command` refuses them.
 
 Every command runs inside the circuit breaker and the ``redis.command``
-deadline (opening a connection inside ``redis.connect``). Failures that say
-Redis is unreachable (refused or lost connections, expired deadlines) count
-towards opening the circuit; an error *reply* (``WRONGTYPE``, a syntax error)
-is Redis answering and counts as a success.
+deadline (opening a connection inside ``redis.connect``; a blocking command's
+reply inside its server-side timeout plus ``redis.blocking``). Failures that
+say Redis is unreachable (refused or lost connections, expired deadlines)
+count towards opening the circuit; an error *reply* (``WRONGTYPE``, a syntax
+error) is Redis answering and counts as a success.
+
+Pipelines and subscriptions are given the client through the small
+interfaces of :mod:`._interfaces`, which :class:`Redis` implements; they do
+not reach into its pool or connector.
 """
 
 from __future__ import annotations
 
 import codecs
 import inspect
+import math
 from collections.abc import Callable
+from contextlib import AbstractContextManager, nullcontext
+from functools import partial
 from typing import Any
 
 import trio
@@ -41,12 +49,11 @@ from redis.commands.core import AsyncCoreCommands
 from redis.exceptions import RedisError, ResponseError, WatchError
 
 from .._breaker import CircuitBreaker
-from .._deadlines import current_deadlines
-from .._errors import RedisTimeout, RedisUnavailable
+from .._errors import RedisTimeout
 from ._blocking import is_blocking, with_server_timeout
-from ._connection import ConnectionLost
+from ._connection import Connection, ConnectionLost
 from ._endpoints import EndpointSource
-from ._failures import command_deadline, is_failure
+from ._failures import blocking_deadline, command_deadline, connection_lost, is_failure
 from ._pipeline import Pipeline
 from ._pool import ConnectionPool
 from ._protocol import pack_command
@@ -81,6 +88,18 @@ _MAYBE_BLOCKING = frozenset(
 )
 _SPECIAL = _USE_PIPELINE | _USE_PUBSUB | _USE_URL | _MAYBE_BLOCKING
 
+# How long before the caller's deadline a blocking command's server-side
+# timeout ends, so that Redis's empty reply arrives in time; and how long a
+# subscribed connection may be silent before a PING checks it.
+DEFAULT_BLOCK_MARGIN_S = 0.1
+DEFAULT_PUBSUB_IDLE_S = 30.0
+
+
+def _positive(name: str, value: float) -> float:
+    if not (isinstance(value, int | float) and math.isfinite(value) and value > 0):
+        raise ValueError(f"{name} must be a positive number of seconds, not {value!r}")
+    return float(value)
+
 
 class Redis(AsyncCoreCommands):
     """A Redis client on Trio; get one from :func:`autobot.redis.open_redis`.
@@ -92,8 +111,12 @@ class Redis(AsyncCoreCommands):
 
     Errors: ``RedisUnavailable`` when Redis cannot be reached or the circuit
     is open, and its subclass ``RedisTimeout`` (also a ``DeadlineExceeded``)
-    when ``redis.command`` expired; redis-py's ``ResponseError`` family for
-    error replies.
+    when ``redis.command`` or ``redis.blocking`` expired; redis-py's
+    ``ResponseError`` family for error replies.
+
+    ``block_margin_s`` and ``pubsub_idle_s`` are settings, not deadlines (see
+    :func:`~._open.open_redis`); they are kept here for the commands and
+    subscriptions that read them.
     """
 
     def __init__(
@@ -105,10 +128,14 @@ class Redis(AsyncCoreCommands):
         encoding_errors: str = "strict",
         decode_responses: bool = False,
         autopipeline: bool = True,
+        block_margin_s: float = DEFAULT_BLOCK_MARGIN_S,
+        pubsub_idle_s: float = DEFAULT_PUBSUB_IDLE_S,
     ) -> None:
         self._pool = pool
         self.breaker = breaker
         self.autopipeline = autopipeline
+        self.block_margin_s = _positive("block_margin_s", block_margin_s)
+        self.pubsub_idle_s = _positive("pubsub_idle_s", pubsub_idle_s)
         self.encoder = Encoder(encoding, encoding_errors, decode_responses)
         self._utf8 = codecs.lookup(encoding).name == "utf-8" and encoding_errors == "strict"
         self._connection_kwargs = {
@@ -167,18 +194,15 @@ class Redis(AsyncCoreCommands):
             if empty is not _NO_DEFAULT and isinstance(reply, ResponseError):
                 return empty
             raise reply
-        callback = self._callbacks.get(name)
-        if callback is None:
-            if type(name) is not str or name.isupper():
-                return reply
-            return await self.convert(name, reply, options)
-        result = callback(reply, **options)
-        if inspect.isawaitable(result):
-            result = await result
-        return result
+        return await self.convert(name, reply, options)
 
     async def convert(self, name: Any, reply: Any, options: dict[str, Any]) -> Any:
-        """Apply redis-py's response callback for ``name`` to ``reply``."""
+        """Apply redis-py's response callback for command ``name`` to ``reply``.
+
+        The one place replies are converted, for single commands and for each
+        reply of a pipeline. Callbacks are keyed by upper-case name; a name
+        given in another case (``"config get"``) is looked up upper-cased.
+        """
         callback = self._callbacks.get(name)
         if callback is None:
             if type(name) is not str or name.isupper():
@@ -213,17 +237,34 @@ class Redis(AsyncCoreCommands):
                 shared.fail(timeout)
                 raise
             except ConnectionLost as error:
-                raise RedisUnavailable(f"Redis connection lost: {error}") from error
+                raise connection_lost(error) from error
 
     async def request_exclusive(self, packed: bytes, count: int, decode: bool) -> list[Any]:
         """On a pooled connection of its own; closed if the reply is interrupted."""
+        return await self._on_own_connection(packed, count, decode, command_deadline)
+
+    async def _on_own_connection(
+        self,
+        packed: bytes,
+        count: int,
+        decode: bool,
+        bound: Callable[[], AbstractContextManager[object]],
+    ) -> list[Any]:
+        """The one path of a batch on a pooled connection of its own.
+
+        Inside the breaker: a connection from the pool, the round trip under
+        ``bound()`` (the scope that bounds the wait for the replies), a lost
+        connection named as ``RedisUnavailable``, and the connection given
+        back whatever happened (``Connection.request`` closed it if the
+        replies were cut off, and the pool drops closed connections).
+        """
         with self.breaker.attempt(is_failure):
             connection = await self._pool.acquire()
             try:
-                with command_deadline():
+                with bound():
                     return await connection.request(packed, count, decode)
             except ConnectionLost as error:
-                raise RedisUnavailable(f"Redis connection lost: {error}") from error
+                raise connection_lost(error) from error
             finally:
                 self._pool.release(connection)
 
@@ -242,27 +283,40 @@ class Redis(AsyncCoreCommands):
         return await self._execute_blocking(args, decode)
 
     async def _execute_blocking(self, args: tuple[Any, ...], decode: bool) -> Any:
-        table = current_deadlines()
         remaining = trio.current_effective_deadline() - trio.current_time()
-        args, server_s = with_server_timeout(args, remaining, table.budget("redis.block_margin"))
+        args, server_s = with_server_timeout(args, remaining, self.block_margin_s)
         packed = pack_command(args, self.encoder, utf8=self._utf8)
+        # With no deadline and no timeout it waits as long as the caller lets
+        # it; cancelling closes the connection, which also ends the server's wait.
+        bound: Callable[[], AbstractContextManager[object]] = (
+            nullcontext if server_s <= 0 else partial(blocking_deadline, server_s)
+        )
+        return (await self._on_own_connection(packed, 1, decode, bound))[0]
+
+    # -- what pipelines and subscriptions are given (see ``_interfaces``) ----
+
+    async def connect(self) -> Connection:
+        """A new ready connection outside the pool (a subscription's), within ``redis.connect``."""
+        return await self._pool.connector.connect()
+
+    async def acquire(self) -> Connection:
+        """A pooled connection for exclusive use (a ``WATCH`` pipeline's), inside the breaker."""
         with self.breaker.attempt(is_failure):
-            connection = await self._pool.acquire()
-            try:
-                if server_s <= 0:
-                    # Waits as long as the caller lets it; cancelling closes
-                    # the connection, which also ends the wait on the server.
-                    return (await connection.request(packed, 1, decode))[0]
-                budget = table.budget("redis.command")
-                with trio.move_on_after(server_s + budget) as scope:
-                    return (await connection.request(packed, 1, decode))[0]
-                # Redis did not answer within its own timeout plus a round trip.
-                assert scope.cancelled_caught
-                raise RedisTimeout("redis.command", budget)
-            except ConnectionLost as error:
-                raise RedisUnavailable(f"Redis connection lost: {error}") from error
-            finally:
-                self._pool.release(connection)
+            return await self._pool.acquire()
+
+    def release(self, connection: Connection) -> None:
+        """Give back a connection from :meth:`acquire`."""
+        self._pool.release(connection)
+
+    async def request_on(
+        self, connection: Connection, packed: bytes, count: int, decode: bool
+    ) -> list[Any]:
+        """A batch on a connection from :meth:`acquire`: breaker, ``redis.command``.
+
+        ``ConnectionLost`` propagates (the caller decides what it means).
+        """
+        with self.breaker.attempt(is_failure), command_deadline():
+            return await connection.request(packed, count, decode)
 
     # -- pipelines, transactions, pub/sub ------------------------------------
 

@@ -11,7 +11,7 @@ from redis._parsers.encoders import Encoder
 from .._breaker import CircuitBreaker
 from .._errors import RedisUnavailable
 from .._redis_url import RedisURL, parse_redis_url
-from ._client import Redis
+from ._client import DEFAULT_BLOCK_MARGIN_S, DEFAULT_PUBSUB_IDLE_S, Redis
 from ._endpoints import EndpointSource, NodeList, SentinelSource
 from ._pool import ConnectionPool, Connector
 from ._protocol import pack_command
@@ -67,6 +67,8 @@ async def open_redis(
     max_connections: int = _DEFAULT_MAX_CONNECTIONS,
     autopipeline: bool = True,
     breaker: CircuitBreaker | None = None,
+    block_margin_s: float = DEFAULT_BLOCK_MARGIN_S,
+    pubsub_idle_s: float = DEFAULT_PUBSUB_IDLE_S,
 ) -> AsyncIterator[Redis]:
     """A :class:`Redis` client for ``url``, closed when the block ends.
 
@@ -80,6 +82,13 @@ async def open_redis(
     ``max_connections`` bounds the pool of connections used one task at a
     time (blocking commands, ``WATCH``, and every command when
     ``autopipeline=False``); the shared, pipelined connection is one more.
+
+    Two settings that are not deadlines (no wait ends when they run out):
+    ``block_margin_s`` (0.1 s) is how long before the caller's deadline a
+    blocking command's server-side timeout ends, so that Redis's empty reply
+    arrives before the caller's deadline fires; ``pubsub_idle_s`` (30 s) is
+    how long a subscribed connection may be silent before a ``PING`` checks
+    that it is alive. ``ValueError`` unless both are positive.
     """
     parsed = parse_redis_url(url) if isinstance(url, str) else url
     handshake = _handshake(parsed)
@@ -98,6 +107,8 @@ async def open_redis(
         encoding_errors=encoding_errors,
         decode_responses=decode_responses,
         autopipeline=autopipeline,
+        block_margin_s=block_margin_s,
+        pubsub_idle_s=pubsub_idle_s,
     )
     async with trio.open_nursery() as nursery:
         await nursery.start(source.run)

@@ -26,7 +26,7 @@ for any interrupted reply; the watch is lost with it.
 from __future__ import annotations
 
 from collections.abc import Generator
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import trio
 from redis.client import EMPTY_RESPONSE, NEVER_DECODE
@@ -34,11 +34,8 @@ from redis.commands.core import AsyncCoreCommands
 from redis.exceptions import ExecAbortError, RedisError, ResponseError, WatchError
 
 from ._connection import Connection, ConnectionLost
-from ._failures import command_deadline, is_failure
+from ._interfaces import PipelineHost
 from ._protocol import decode_tree
-
-if TYPE_CHECKING:
-    from ._client import Redis
 
 __all__ = ["Pipeline"]
 
@@ -57,9 +54,13 @@ def _annotate(error: Exception, number: int, args: tuple[Any, ...]) -> None:
 
 
 class Pipeline(AsyncCoreCommands):
-    """Commands queued on a client, sent together by :meth:`execute`."""
+    """Commands queued on a client, sent together by :meth:`execute`.
 
-    def __init__(self, client: Redis, transaction: bool = True) -> None:
+    ``client`` is what the pipeline needs of the client that made it
+    (:class:`~._interfaces.PipelineHost`; :class:`~._client.Redis` is one).
+    """
+
+    def __init__(self, client: PipelineHost, transaction: bool = True) -> None:
         self._client = client
         self.transaction = transaction
         self.command_stack: list[Command] = []
@@ -120,15 +121,13 @@ class Pipeline(AsyncCoreCommands):
 
     async def _pinned(self) -> Connection:
         if self._connection is None:
-            with self._client.breaker.attempt(is_failure):
-                self._connection = await self._client.pool.acquire()
+            self._connection = await self._client.acquire()
         return self._connection
 
     async def _on_pinned(self, packed: bytes, count: int, decode: bool) -> list[Any]:
         connection = await self._pinned()
         try:
-            with self._client.breaker.attempt(is_failure), command_deadline():
-                return await connection.request(packed, count, decode)
+            return await self._client.request_on(connection, packed, count, decode)
         except ConnectionLost as error:
             self.watching = False
             raise WatchError(f"connection lost while watching: {error}") from error
@@ -267,7 +266,7 @@ class Pipeline(AsyncCoreCommands):
             # make: close the connection instead (only when a WATCH was left
             # without EXEC; EXEC itself ends the watch).
             connection.close()
-        self._client.pool.release(connection)
+        self._client.release(connection)
 
     async def discard(self) -> None:
         """Drop the queued commands (``DISCARD`` is implicit: nothing was sent)."""

@@ -17,26 +17,25 @@ the iterator reconnects with backoff, through the same endpoint logic as the
 client (so it follows a Sentinel failover), re-subscribes every channel and
 pattern, and goes on. Messages published while it was disconnected are lost:
 that is pub/sub's contract, not this client's. A connection silent for longer
-than ``redis.pubsub_idle`` is checked with a ``PING`` that must be answered
-within ``redis.command``, so a server that vanished without closing the
-connection is noticed too.
+than the client's ``pubsub_idle_s`` (an option of ``open_redis``, 30 s by
+default) is checked with a ``PING`` that must be answered within
+``redis.command``, so a server that vanished without closing the connection
+is noticed too.
 """
 
 from __future__ import annotations
 
 from collections import deque
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import trio
 
-from .._deadlines import current_deadlines, deadline
+from .._deadlines import deadline
 from .._errors import DeadlineExceeded, RedisTimeout, RedisUnavailable
 from ._backoff import Backoff
 from ._connection import Connection, ConnectionLost
 from ._failures import command_deadline
-
-if TYPE_CHECKING:
-    from ._client import Redis
+from ._interfaces import SubscriptionHost
 
 __all__ = ["PubSub", "to_message"]
 
@@ -71,10 +70,11 @@ class PubSub:
     Use it from one task: :meth:`subscribe` from the task that iterates (or
     before iterating). ``channels`` and ``patterns`` are the current
     subscriptions, as encoded bytes; ``reconnects`` counts re-subscriptions
-    after a dropped connection.
+    after a dropped connection. ``client`` is what a subscription needs of the
+    client that made it (:class:`~._interfaces.SubscriptionHost`).
     """
 
-    def __init__(self, client: Redis) -> None:
+    def __init__(self, client: SubscriptionHost) -> None:
         self._client = client
         self._connection: Connection | None = None
         self._messages: deque[dict[str, Any]] = deque()
@@ -200,7 +200,7 @@ class PubSub:
 
     async def _connect(self) -> int:
         """Open the connection and (re)subscribe everything; return confirmations owed."""
-        connection = await self._client.pool.connector.connect()
+        connection = await self._client.connect()
         self._connection = connection
         packed, count = self._subscription_commands()
         if packed:
@@ -240,7 +240,7 @@ class PubSub:
                 return message
 
     async def _read_watching_idle(self) -> Any:
-        with trio.move_on_after(current_deadlines().budget("redis.pubsub_idle")):
+        with trio.move_on_after(self._client.pubsub_idle_s):
             return await self._read()
         # Silent for a while: any reply to a PING proves the connection alive.
         with deadline("redis.command"):

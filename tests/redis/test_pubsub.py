@@ -115,9 +115,10 @@ async def test_resubscribes_after_a_restart(processes) -> None:  # type: ignore[
 
 
 async def test_silent_connection_is_noticed_by_ping(processes, set_deadlines) -> None:  # type: ignore[no-untyped-def]
-    set_deadlines({"redis.pubsub_idle": 0.1, "redis.command": 0.2, "redis.connect": 0.2})
+    set_deadlines({"redis.command": 0.2, "redis.connect": 0.2})
     server = processes.redis()
-    async with open_redis(server.url, decode_responses=True) as client:
+    async with open_redis(server.url, decode_responses=True, pubsub_idle_s=0.1) as client:
+        assert client.pubsub_idle_s == 0.1
         async with client.pubsub() as pubsub:
             await pubsub.subscribe("events")
             server.freeze()
