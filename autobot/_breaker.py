@@ -5,11 +5,21 @@ States::
     closed ──N consecutive failures──▶ open ──cool-down elapsed──▶ half_open
       ▲                                  ▲                           │
       └────────── probe succeeded ───────┼──────── probe failed ─────┘
+      ▲                                  │
+      └── record_probe_success() ────────┘  (a background probe, in either state)
 
 While *open*, :meth:`CircuitBreaker.attempt` raises at once, so callers fail in
-microseconds instead of each waiting out a deadline. After the cool-down one
-caller is let through as the probe (others keep failing fast until it ends);
-its outcome closes or re-opens the circuit.
+microseconds instead of each waiting out a deadline. After the cool-down the
+next caller is let through at once as the probe (others keep failing fast
+until it ends); its outcome closes or re-opens the circuit.
+
+A timer alone makes recovery follow the timer, not the dependency: a
+dependency that is back after 0.1 s keeps being refused until the cool-down
+ends. A layer that can probe the dependency cheaply in the background (the
+Redis client PINGs while the circuit is open) reports an answer with
+:meth:`CircuitBreaker.record_probe_success`, which closes the circuit at once;
+:meth:`CircuitBreaker.wait_until_open` lets such a prober sleep while the
+circuit is closed. The cool-down then only matters when nothing probes.
 
 The breaker is a pure state machine on ``trio.current_time()``: it does no I/O
 and can be driven with ``MockClock``. The layer using it decides what counts as
@@ -25,6 +35,7 @@ from contextlib import contextmanager
 from typing import Any
 
 import trio
+import trio.lowlevel
 
 __all__ = ["BreakerState", "CircuitBreaker"]
 
@@ -39,7 +50,11 @@ class CircuitBreaker:
     """Counts consecutive failures of one dependency and opens after ``failure_threshold``.
 
     ``open_error`` builds the exception raised while the circuit is open; it
-    receives the seconds left before the next probe.
+    receives the seconds the refused caller should wait before trying again:
+    the rest of the cool-down, and never less than ``probe_retry_s``. A caller
+    refused while a probe is in flight (the cool-down is over) is told
+    ``probe_retry_s``: the probe's outcome is due soon, and no caller is told
+    to wait "0.0 s more" by a circuit that still refuses it.
     """
 
     def __init__(
@@ -49,20 +64,29 @@ class CircuitBreaker:
         open_error: Callable[[float], BaseException],
         failure_threshold: int = 5,
         cooldown_s: float = 5.0,
+        probe_retry_s: float = 0.1,
     ) -> None:
         if failure_threshold < 1:
             raise ValueError("failure_threshold must be at least 1")
+        if not probe_retry_s > 0:
+            raise ValueError("probe_retry_s must be positive")
         self.name = name
         self.failure_threshold = failure_threshold
         self.cooldown_s = cooldown_s
+        self.probe_retry_s = probe_retry_s
         self._open_error = open_error
         self._state = BreakerState.CLOSED
         self._consecutive_failures = 0
         self._opened_at = 0.0
         self._probe_in_flight = False
+        # Bumped when a background probe closes the circuit: a call probe
+        # admitted before that is no longer the probe when it ends.
+        self._epoch = 0
+        self._opened_event: trio.Event | None = None
         self.times_opened = 0
         self.total_failures = 0
         self.rejected = 0
+        self.closed_by_probe = 0
 
     @property
     def state(self) -> BreakerState:
@@ -90,9 +114,10 @@ class CircuitBreaker:
             state is BreakerState.HALF_OPEN and self._probe_in_flight
         ):
             self.rejected += 1
-            remaining = max(0.0, self.cooldown_s - (trio.current_time() - self._opened_at))
-            raise self._open_error(remaining)
+            remaining = self.cooldown_s - (trio.current_time() - self._opened_at)
+            raise self._open_error(max(remaining, self.probe_retry_s))
         probing = state is BreakerState.HALF_OPEN
+        epoch = self._epoch
         if probing:
             self._probe_in_flight = True
         try:
@@ -101,14 +126,14 @@ class CircuitBreaker:
             raise
         except BaseException as error:
             if is_failure(error):
-                self._record_failure(probing)
+                self._record_failure(probing and epoch == self._epoch)
             else:
                 self._record_success()
             raise
         else:
             self._record_success()
         finally:
-            if probing:
+            if probing and epoch == self._epoch:
                 self._probe_in_flight = False
 
     def record_failure(self) -> None:
@@ -121,6 +146,38 @@ class CircuitBreaker:
         threshold, and never restarts the cool-down of one already open.
         """
         self._record_failure(probing=False)
+
+    def record_probe_success(self) -> None:
+        """A probe made outside :meth:`attempt` saw the dependency answer: close now.
+
+        For a layer that probes the dependency in the background while the
+        circuit is open (the Redis client PINGs every 0.1 s): its first
+        answer closes the circuit at once, from open or half-open, instead of
+        leaving callers refused until the cool-down ends. A call probe still
+        in flight stops being the probe: if it fails later, that counts like
+        any late failure (towards the threshold, not re-opening by itself).
+        On a closed circuit this changes nothing; the failure count there is
+        the calls' own business. Not a checkpoint.
+        """
+        if self._state is BreakerState.CLOSED:
+            return
+        self.closed_by_probe += 1
+        self._epoch += 1
+        self._probe_in_flight = False
+        self._record_success()
+
+    async def wait_until_open(self) -> None:
+        """Return once the circuit is open or half-open; at once (a checkpoint) if it is.
+
+        What a background prober sleeps on while the circuit is closed, so it
+        costs nothing until there is something to probe. Safe to cancel.
+        """
+        if self._state is not BreakerState.CLOSED:
+            await trio.lowlevel.checkpoint()
+            return
+        if self._opened_event is None:
+            self._opened_event = trio.Event()
+        await self._opened_event.wait()
 
     def _record_success(self) -> None:
         self._consecutive_failures = 0
@@ -138,6 +195,9 @@ class CircuitBreaker:
             self.times_opened += 1
             self._state = BreakerState.OPEN
             self._opened_at = trio.current_time()
+            opened, self._opened_event = self._opened_event, None
+            if opened is not None:
+                opened.set()
 
     def snapshot(self) -> dict[str, Any]:
         """State and counters, for health and metrics."""
@@ -147,4 +207,5 @@ class CircuitBreaker:
             "times_opened": self.times_opened,
             "total_failures": self.total_failures,
             "rejected": self.rejected,
+            "closed_by_probe": self.closed_by_probe,
         }

@@ -63,7 +63,12 @@ SCOPES: tuple[ScopeSpec, ...] = (
     ScopeSpec("redis.connect", 1.0, "opening one Redis connection (TCP, AUTH, SELECT)"),
     ScopeSpec("redis.command", 2.0, "one Redis command or pipeline round trip"),
     ScopeSpec("redis.pool", 1.0, "waiting for a free pooled Redis connection when all are busy"),
-    ScopeSpec("redis.probe", 0.1, "one background PING of a Redis endpoint or idle connection"),
+    ScopeSpec(
+        "redis.probe",
+        0.1,
+        "one background PING of a Redis endpoint, an idle connection, or Redis while "
+        "its circuit is open (connecting first where needed)",
+    ),
     ScopeSpec("redis.sentinel", 0.5, "asking one Sentinel for the current master"),
     ScopeSpec(
         "redis.blocking",

@@ -58,6 +58,7 @@ from ._pipeline import Pipeline
 from ._pool import ConnectionPool
 from ._protocol import pack_command
 from ._pubsub import PubSub
+from ._recovery import BreakerProbe
 
 __all__ = ["Redis"]
 
@@ -136,6 +137,8 @@ class Redis(AsyncCoreCommands):
         self.autopipeline = autopipeline
         self.block_margin_s = _positive("block_margin_s", block_margin_s)
         self.pubsub_idle_s = _positive("pubsub_idle_s", pubsub_idle_s)
+        # Closes the breaker as soon as Redis answers; run by open_redis.
+        self.recovery = BreakerProbe(breaker, self.connect)
         self.encoder = Encoder(encoding, encoding_errors, decode_responses)
         self._utf8 = codecs.lookup(encoding).name == "utf-8" and encoding_errors == "strict"
         self._connection_kwargs = {
@@ -374,6 +377,7 @@ class Redis(AsyncCoreCommands):
         """Breaker, pool and endpoint state, for health and metrics."""
         return {
             "breaker": self.breaker.snapshot(),
+            "recovery": self.recovery.stats(),
             "pool": self._pool.stats(),
             "endpoints": self.endpoints.describe(),
         }

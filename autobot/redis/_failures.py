@@ -12,7 +12,26 @@ from redis.exceptions import InvalidResponse
 from .._deadlines import current_deadlines, deadline
 from .._errors import DeadlineExceeded, RedisTimeout, RedisUnavailable
 
-__all__ = ["blocking_deadline", "command_deadline", "connection_lost", "is_failure"]
+__all__ = [
+    "RECOVERABLE_ERRORS",
+    "blocking_deadline",
+    "command_deadline",
+    "connection_lost",
+    "is_failure",
+]
+
+#: What a background loop (failover probes, Sentinel polling, the breaker's
+#: probe, a subscription's reconnects) handles and goes on after: refused,
+#: lost or TLS-failed connections (``OSError``, ``ConnectionLost``), Redis
+#: being unreachable, an expired deadline, and a garbled reply
+#: (``InvalidResponse``). Anything else is a programming error and propagates.
+RECOVERABLE_ERRORS: tuple[type[Exception], ...] = (
+    OSError,
+    RedisUnavailable,
+    DeadlineExceeded,
+    RedisConnectionError,
+    InvalidResponse,
+)
 
 
 def connection_lost(error: OSError) -> RedisUnavailable:
