@@ -17,6 +17,12 @@ Each URL mode is an *endpoint source* with the same small interface:
 Host names are resolved once and the address cached: a failover must not wait
 on DNS, and a name that later resolves elsewhere is an operator's change that
 a restart picks up.
+
+The background loops (probes, Sentinel polling) never die of a recoverable
+error (:data:`~._failures.RECOVERABLE_ERRORS`: a refused or lost connection,
+an expired deadline, a garbled reply): each iteration counts it as a failed
+probe or an unanswered question and the loop goes on. A programming error
+still propagates, and with it the client's nursery.
 """
 
 from __future__ import annotations
@@ -29,9 +35,10 @@ import trio
 from redis._parsers.encoders import Encoder
 
 from .._deadlines import deadline
-from .._errors import DeadlineExceeded, RedisUnavailable
+from .._errors import RedisUnavailable
 from .._redis_url import Endpoint
 from ._connection import Connection, ConnectionLost, Target
+from ._failures import RECOVERABLE_ERRORS
 from ._protocol import ReplyParser, pack_command
 
 __all__ = [
@@ -157,7 +164,7 @@ class NodeList:
             try:
                 with deadline("redis.connect"):
                     await self._target(index)
-            except (OSError, DeadlineExceeded):
+            except RECOVERABLE_ERRORS:
                 pass  # resolved again on first use
         task_status.started()
         if not self._probe:
@@ -208,7 +215,7 @@ class NodeList:
                 [reply] = await connection.request(_PING)
                 if isinstance(reply, Exception):
                     raise ConnectionLost(0, str(reply))
-        except (OSError, DeadlineExceeded):
+        except RECOVERABLE_ERRORS:
             if connection is not None:
                 connection.close()
             return None
@@ -271,7 +278,15 @@ class SentinelSource:
             [reply] = await connection.request(self._request)
         finally:
             connection.close()
-        if not isinstance(reply, list) or len(reply) != 2:
+        # An error reply, a null (unknown service) or anything malformed: no answer.
+        if not (
+            isinstance(reply, list)
+            and len(reply) == 2
+            and all(isinstance(part, str) for part in reply)
+            and reply[1].isdigit()
+            and 0 < int(reply[1]) < 65536
+            and reply[0]
+        ):
             return None
         master = Endpoint(reply[0], int(reply[1]))
         return Candidate(0, str(master), await resolve(master))
@@ -282,7 +297,7 @@ class SentinelSource:
             try:
                 with deadline("redis.sentinel"):
                     master = await self._ask(sentinel)
-            except (OSError, DeadlineExceeded):
+            except RECOVERABLE_ERRORS:
                 continue
             if master is None:
                 continue

@@ -27,6 +27,7 @@ from .._errors import DeadlineExceeded, RedisUnavailable
 from ._autopipeline import SharedConnection
 from ._connection import Connection, ConnectionLost
 from ._endpoints import EndpointSource
+from ._failures import RECOVERABLE_ERRORS
 from ._protocol import ReplyParser
 
 __all__ = ["ConnectionPool", "Connector"]
@@ -171,7 +172,7 @@ class ConnectionPool:
         try:
             with deadline("redis.probe"):
                 [reply] = await connection.request(_PING)
-        except (OSError, DeadlineExceeded):
+        except RECOVERABLE_ERRORS:
             return False
         return not isinstance(reply, Exception)
 

@@ -12,8 +12,9 @@ commands). Waiting for a message has no deadline of its own: it lasts as long
 as the caller's scopes let it, and cancelling it is always safe (nothing is
 half-read: a partial message stays in the connection's parser).
 
-When the connection drops (the server restarted, ``CLIENT KILL``, a failover),
-the iterator reconnects with backoff, through the same endpoint logic as the
+When the connection drops (the server restarted, ``CLIENT KILL``, a failover,
+or a garbled reply: any of :data:`~._failures.RECOVERABLE_ERRORS`), the
+iterator reconnects with backoff, through the same endpoint logic as the
 client (so it follows a Sentinel failover), re-subscribes every channel and
 pattern, and goes on. Messages published while it was disconnected are lost:
 that is pub/sub's contract, not this client's. A connection silent for longer
@@ -31,10 +32,10 @@ from typing import Any
 import trio
 
 from .._deadlines import deadline
-from .._errors import DeadlineExceeded, RedisTimeout, RedisUnavailable
+from .._errors import RedisTimeout, RedisUnavailable
 from ._backoff import Backoff
 from ._connection import Connection, ConnectionLost
-from ._failures import command_deadline
+from ._failures import RECOVERABLE_ERRORS, command_deadline
 from ._interfaces import SubscriptionHost
 
 __all__ = ["PubSub", "to_message"]
@@ -232,7 +233,8 @@ class PubSub:
                 await self._reconnect()
             try:
                 reply = await self._read_watching_idle()
-            except (RedisUnavailable, OSError, DeadlineExceeded):
+            except RECOVERABLE_ERRORS:
+                # Lost, silent or garbled: start again on a new connection.
                 self._drop()
                 continue
             _, message = to_message(reply)
@@ -253,7 +255,7 @@ class PubSub:
             try:
                 with deadline("redis.command"):
                     await self._connect()
-            except (RedisUnavailable, OSError, DeadlineExceeded):
+            except RECOVERABLE_ERRORS:
                 self._drop()
                 await backoff.sleep()
                 continue
