@@ -38,6 +38,7 @@ from ._errors import (
     UnsupportedMediaType,
     UpstreamError,
     ValidationFailed,
+    echo,
 )
 from ._health import DataDirCheck, HealthCheck, HealthReport, run_health_checks
 
@@ -77,6 +78,7 @@ __all__ = [
     "ValidationFailed",
     "current_deadlines",
     "deadline",
+    "echo",
     "install_deadlines",
     "load_settings",
     "phased_deadline",

@@ -46,15 +46,32 @@ __all__ = [
     "NotFound",
     "PayloadTooLarge",
     "RedisTimeout",
-    "RequestTimeout",
     "RedisUnavailable",
+    "RequestTimeout",
     "ServiceUnavailable",
     "StorageUnavailable",
     "Unauthorized",
     "UnsupportedMediaType",
     "UpstreamError",
     "ValidationFailed",
+    "echo",
 ]
+
+# Longest client value an error message repeats back, in characters.
+ECHO_LIMIT = 64
+
+
+def echo(value: object, limit: int = ECHO_LIMIT) -> str:
+    """``repr(value)`` for an error message, cut to ``limit`` characters.
+
+    Messages name what the client sent ("no chat with id 'x1'") so that it can
+    tell which value was wrong, but an 8 KB id must not come back whole: it
+    would bloat every error and every log line that carries it.
+    """
+    text = repr(value)
+    if len(text) <= limit:
+        return text
+    return f"{text[: limit - 1]}… ({len(text)} characters)"
 
 
 class AutoBotError(Exception):

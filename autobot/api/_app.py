@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, cast
 
 from quart import request, websocket
 from quart_schema import QuartSchema
@@ -27,15 +27,22 @@ __all__ = ["AutoBotApp", "create_app"]
 class AutoBotApp(QuartTrio):
     """Quart-Trio with AutoBot's request class and the ``http.request`` deadline.
 
-    Only the handler call runs under ``http.request``: a streamed body is sent
-    after the handler returned and is bounded by the deadlines of what it streams
-    (``llm.idle``, ``llm.total``), not by the budget for ordinary requests.
-    Handlers marked :func:`long_running` (a non-streamed answer) skip it too.
+    The request body is received first, whole, under its own scope
+    ``http.body`` (a client that stalls gets 408 ``request_timeout`` naming it,
+    on every route), and only then does the handler run under ``http.request``,
+    so a slow client is never blamed on the handler's budget. A streamed
+    response body is sent after the handler returned and is bounded by the
+    deadlines of what it streams (``llm.idle``, ``llm.total``), not by the
+    budget for ordinary requests. Handlers marked :func:`long_running` (a
+    non-streamed answer) skip ``http.request`` too.
     """
 
     request_class = AutoBotRequest
 
     async def dispatch_request(self, request_context: Any = None) -> Any:
+        incoming = cast(AutoBotRequest, request._get_current_object())  # type: ignore[attr-defined]
+        if incoming.has_body:
+            await incoming.receive_body()
         rule = request.url_rule
         if rule is not None and is_long_running(self.view_functions.get(rule.endpoint)):
             return await super().dispatch_request(request_context)
@@ -59,7 +66,8 @@ def create_app(
     app = AutoBotApp("autobot")
     app.config.update(
         MAX_CONTENT_LENGTH=settings.max_upload_bytes,
-        BODY_TIMEOUT=deadlines.budget("http.body"),
+        # The body is bounded by the named scope http.body (see AutoBotRequest).
+        BODY_TIMEOUT=None,
         # Streamed responses are bounded by the deadlines of what they stream.
         RESPONSE_TIMEOUT=None,
     )

@@ -7,18 +7,20 @@ import logging
 from typing import Any
 
 import trio
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, StrictBool, field_validator
 from quart import Blueprint, Response, websocket
 from quart_schema import validate_querystring, validate_request
 from quart_trio.wrappers import TrioResponse
 
-from .._errors import AutoBotError, BadRequest, LLMError, LLMTimeout, LLMUnavailable
+from .._errors import AutoBotError, BadRequest, LLMFailure, echo
 from .._logging import log_fields
-from ..chat import MAX_CONTENT_CHARS, Answer, ChatService, chat_channel
+from ..chat import MAX_CONTENT_CHARS, Answer, ChatService
 from ..storage import Chat, Message
 from ._context import services
 from ._event_stream import event_stream_response
+from ._json_body import parse_json
 from ._long_running import long_running
+from ._query import QueryInt
 
 __all__ = ["chats"]
 
@@ -26,7 +28,14 @@ log = logging.getLogger("autobot.api")
 
 chats = Blueprint("chats", __name__)
 
-_LLM_FAILURES = (LLMError, LLMTimeout, LLMUnavailable)
+# The furthest a page of chats may start; beyond it a client is not paging.
+MAX_OFFSET = 1_000_000_000
+
+
+def _not_blank(value: str) -> str:
+    if not value.strip():
+        raise ValueError("must not be empty or only whitespace")
+    return value
 
 
 class NewChat(BaseModel):
@@ -35,13 +44,15 @@ class NewChat(BaseModel):
 
 class NewMessage(BaseModel):
     content: str = Field(min_length=1, max_length=MAX_CONTENT_CHARS)
-    stream: bool = False
+    stream: StrictBool = False
     model: str | None = Field(default=None, min_length=1, max_length=200)
+
+    _content_not_blank = field_validator("content")(_not_blank)
 
 
 class ChatListQuery(BaseModel):
-    limit: int = Field(default=100, ge=1, le=1000)
-    offset: int = Field(default=0, ge=0)
+    limit: QueryInt = Field(default=100, ge=1, le=1000)
+    offset: QueryInt = Field(default=0, ge=0, le=MAX_OFFSET)
 
 
 class ChatIdQuery(BaseModel):
@@ -51,6 +62,8 @@ class ChatIdQuery(BaseModel):
 class LegacyMessage(BaseModel):
     message: str = Field(min_length=1, max_length=MAX_CONTENT_CHARS)
     chat_id: str | None = None
+
+    _message_not_blank = field_validator("message")(_not_blank)
 
 
 def _chat_service() -> ChatService:
@@ -63,7 +76,7 @@ async def _chat_detail(chat_id: str) -> dict[str, Any]:
 
 
 async def _delete(chat_id: str) -> Response:
-    await services().store.delete_chat(chat_id)
+    await _chat_service().delete_chat(chat_id)
     return TrioResponse(status=204)
 
 
@@ -76,14 +89,14 @@ async def _delete(chat_id: str) -> Response:
 @validate_querystring(ChatListQuery)
 async def list_chats(query_args: ChatListQuery) -> dict[str, Any]:
     """Chats, newest first (``limit`` up to 1000, ``offset``)."""
-    listed = await services().store.list_chats(query_args.limit, query_args.offset)
+    listed = await _chat_service().list_chats(query_args.limit, query_args.offset)
     return {"chats": [chat.to_json() for chat in listed]}
 
 
 @chats.post("/api/chats")
 @validate_request(NewChat)
 async def create_chat(data: NewChat) -> tuple[dict[str, Any], int]:
-    chat: Chat = await services().store.create_chat(data.title)
+    chat: Chat = await _chat_service().create_chat(data.title)
     return {"chat": chat.to_json()}, 201
 
 
@@ -126,7 +139,7 @@ def _stream_answer(answer: Answer) -> Response:
         with app_services.long_lived():
             try:
                 await answer.run(forward)
-            except _LLM_FAILURES:
+            except LLMFailure:
                 pass  # already sent as the stream's error event, and stored as failed
             except AutoBotError as error:  # the store failed while finishing
                 await send.send(("error", error.to_body()))
@@ -163,7 +176,7 @@ async def _send_json(data: dict[str, Any]) -> None:
 async def _run_answer(answer: Answer) -> None:
     try:
         await answer.run()
-    except _LLM_FAILURES:
+    except LLMFailure:
         pass  # every listener got the error event; the message is stored as failed
     except AutoBotError as error:
         await _send_json(_ws_error(error))
@@ -172,10 +185,7 @@ async def _run_answer(answer: Answer) -> None:
 async def _handle_client_message(
     raw: str | bytes, chat_id: str, service: ChatService, nursery: trio.Nursery
 ) -> None:
-    try:
-        message = json.loads(raw)
-    except ValueError:
-        raise BadRequest("the message is not valid JSON", code="invalid_json") from None
+    message = parse_json(raw, "the message")
     if not isinstance(message, dict):
         raise BadRequest("a message must be a JSON object", code="invalid_message")
     kind = message.get("type")
@@ -186,7 +196,7 @@ async def _handle_client_message(
         await service.request_cancel(chat_id)
     else:
         raise BadRequest(
-            f"unknown message type {kind!r}; expected 'message' or 'cancel'",
+            f"unknown message type {echo(kind)}; expected 'message' or 'cancel'",
             code="unknown_message_type",
         )
 
@@ -204,8 +214,8 @@ async def chat_socket(chat_id: str) -> None:
     that asked goes away, its answer is cancelled (and stored as such).
     """
     service = _chat_service()
-    await service.store.get_chat(chat_id)  # NotFound refuses the handshake with 404
-    async with service.store.subscribe(chat_channel(chat_id)) as events:
+    await service.get_chat(chat_id)  # NotFound refuses the handshake with 404
+    async with service.listen(chat_id) as events:
         await websocket.accept()
         with services().long_lived():
             await _serve_socket(chat_id, service, events)
@@ -244,10 +254,10 @@ async def legacy_delete_session(query_args: ChatIdQuery) -> Response:
 @long_running
 async def legacy_send_message(data: LegacyMessage) -> dict[str, Any]:
     """Like ``POST /api/chats/<id>/messages`` (not streamed), creating the chat if needed."""
-    store = services().store
+    service = _chat_service()
     if data.chat_id is None:
-        chat_id = (await store.create_chat(data.message[:60])).id
+        chat_id = (await service.create_chat(data.message[:60])).id
     else:
         chat_id = data.chat_id
-    message: Message = await _chat_service().answer(chat_id, data.message)
+    message: Message = await service.answer(chat_id, data.message)
     return {"message": message.to_json(), "chat_id": chat_id}

@@ -24,7 +24,8 @@ cut-off answer is never lost.
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from contextlib import AbstractAsyncContextManager
 from typing import Any, Protocol
 
 import trio
@@ -32,15 +33,13 @@ import trio
 from .._errors import (
     AutoBotError,
     Conflict,
-    LLMError,
-    LLMTimeout,
-    LLMUnavailable,
+    LLMFailure,
     NotFound,
     ValidationFailed,
 )
 from .._logging import log_fields
 from ..llm import LLM, PromptTemplates
-from ..storage import Chat, Message, Store, new_id
+from ..storage import Chat, Message, Store, chat_not_found, new_id
 
 __all__ = [
     "MAX_CONTENT_CHARS",
@@ -48,6 +47,7 @@ __all__ = [
     "ChatService",
     "answer_lease",
     "chat_channel",
+    "check_chat_id",
     "control_channel",
     "validate_content",
     "validate_model",
@@ -68,6 +68,13 @@ SYSTEM_PROMPT_TEMPLATE = "system"
 
 EventSink = Callable[[dict[str, Any]], Awaitable[None]]
 
+# The reason a cancel request gives when the chat itself was deleted.
+CHAT_DELETED = "chat_deleted"
+
+
+def _chat_deleted() -> Conflict:
+    return Conflict("the chat was deleted while it was being answered", code=CHAT_DELETED)
+
 
 class AnswerObserver(Protocol):
     """Told about every finished answer (the app's metrics implement it)."""
@@ -75,7 +82,9 @@ class AnswerObserver(Protocol):
     def answer_finished(self, status: str, characters: int, stats: Mapping[str, Any]) -> None: ...
 
 
-_LLM_FAILURES = (LLMError, LLMTimeout, LLMUnavailable)
+# IDs are ours (32 hex digits); anything much longer cannot name a chat, and is
+# answered chat_not_found without asking the store.
+MAX_ID_CHARS = 100
 
 
 def chat_channel(chat_id: str) -> str:
@@ -93,12 +102,22 @@ def control_channel(chat_id: str) -> str:
     return f"chat:{chat_id}:control"
 
 
+def _invalid(field: str, problem: str, code: str | None = None) -> ValidationFailed:
+    """A 422 in the same shape as a request-schema failure: a message and ``fields``."""
+    return ValidationFailed(
+        f"{field}: {problem}", code=code, fields=[{"field": field, "message": problem}]
+    )
+
+
 def validate_content(content: Any) -> str:
-    if not isinstance(content, str) or not content.strip():
-        raise ValidationFailed("content: must be a non-empty string")
+    if not isinstance(content, str):
+        raise _invalid("content", "must be a string")
+    if not content.strip():
+        raise _invalid("content", "must not be empty or only whitespace")
     if len(content) > MAX_CONTENT_CHARS:
-        raise ValidationFailed(
-            f"content: at most {MAX_CONTENT_CHARS} characters (got {len(content)})",
+        raise _invalid(
+            "content",
+            f"at most {MAX_CONTENT_CHARS} characters (got {len(content)})",
             code="content_too_long",
         )
     return content
@@ -108,8 +127,15 @@ def validate_model(model: Any) -> str | None:
     if model is None:
         return None
     if not isinstance(model, str) or not model.strip() or len(model) > MAX_MODEL_CHARS:
-        raise ValidationFailed(f"model: must be a non-empty string of at most {MAX_MODEL_CHARS}")
+        raise _invalid("model", f"must be a non-empty string of at most {MAX_MODEL_CHARS}")
     return model
+
+
+def check_chat_id(chat_id: str) -> str:
+    """``chat_id`` if it could name a chat; ``chat_not_found`` (echo capped) if not."""
+    if len(chat_id) > MAX_ID_CHARS:
+        raise chat_not_found(chat_id)
+    return chat_id
 
 
 class Answer:
@@ -133,6 +159,7 @@ class Answer:
         self._lease = answer_lease(chat_id)
         self._parts: list[str] = []
         self._stats: Mapping[str, Any] = {}
+        self._chat_deleted = False
 
     @property
     def text(self) -> str:
@@ -142,10 +169,13 @@ class Answer:
     async def run(self, on_event: EventSink | None = None) -> Message:
         """Stream the answer to its end and store it; returns the assistant message.
 
-        Raises the LLM's failure (``LLMError``, ``LLMTimeout``, ``LLMUnavailable``)
-        after storing what had arrived as ``failed``. When cancelled from
-        outside, stores it as ``cancelled`` and lets the cancellation go on; when
-        a ``cancel`` request stopped it, returns the ``cancelled`` message.
+        Raises the LLM's failure (an :class:`LLMFailure`) after storing what had
+        arrived as ``failed``. When cancelled from outside, stores it as
+        ``cancelled`` and lets the cancellation go on; when a ``cancel`` request
+        stopped it, returns the ``cancelled`` message. When the chat is deleted
+        mid-answer, the answer stops at once (the LLM request closed), nothing is
+        stored, every listener gets one ``error`` event ``chat_deleted``, and this
+        raises :class:`Conflict` ``chat_deleted``.
         """
         failure: AutoBotError | None = None
         status = "cancelled"
@@ -156,12 +186,14 @@ class Answer:
                 try:
                     await self._stream(on_event)
                     status = "complete"
-                except _LLM_FAILURES as error:
+                except LLMFailure as error:
                     status, failure = "failed", error
                 nursery.cancel_scope.cancel()
         finally:
             with trio.CancelScope(shield=True):
                 message = await self._finish(status, failure, on_event)
+        if message is None:
+            raise _chat_deleted()
         if failure is not None:
             raise failure
         return message
@@ -175,15 +207,24 @@ class Answer:
 
     async def _finish(
         self, status: str, failure: AutoBotError | None, on_event: EventSink | None
-    ) -> Message:
-        """Store what arrived, free the chat, tell every listener. Run shielded:
-        each store call is bounded by its own deadline."""
+    ) -> Message | None:
+        """Store what arrived, free the chat, tell every listener; None if the chat is gone.
+
+        Run shielded: each store call is bounded by its own deadline.
+        """
         store = self._service.store
+        message: Message | None = None
         try:
-            message = await store.append_message(self.chat_id, "assistant", self.text, status)
+            if not self._chat_deleted:
+                message = await store.append_message(self.chat_id, "assistant", self.text, status)
+        except NotFound:
+            self._chat_deleted = True  # deleted as the answer ended
         finally:
             await self._release()  # noqa: ASYNC102 - _finish runs shielded (see run)
-        if failure is not None:
+        if message is None:
+            status = "deleted"
+            event: dict[str, Any] = {"type": "error", "error": _chat_deleted().to_body()["error"]}
+        elif failure is not None:
             event = {
                 "type": "error",
                 "error": failure.to_body()["error"],
@@ -193,11 +234,12 @@ class Answer:
             kind = "done" if status == "complete" else "cancelled"
             event = {"type": kind, "message": message.to_json()}
         await self._service.emit(self.chat_id, event, on_event)
+        characters = len(self.text)
         if self._service.observer is not None:
-            self._service.observer.answer_finished(status, len(message.content), self._stats)
+            self._service.observer.answer_finished(status, characters, self._stats)
         log.info(
             "answer finished",
-            extra=log_fields(chat_id=self.chat_id, status=status, characters=len(message.content)),
+            extra=log_fields(chat_id=self.chat_id, status=status, characters=characters),
         )
         return message
 
@@ -225,13 +267,22 @@ class Answer:
     async def _watch_for_cancel(
         self, answer_scope: trio.CancelScope, *, task_status: trio.TaskStatus[None]
     ) -> None:
+        """Cancel the answer on a ``cancel`` request or when the chat is deleted."""
         started = False
         try:
             async with self._service.store.subscribe(control_channel(self.chat_id)) as requests:
                 task_status.started()
                 started = True
+                # A delete that landed before the subscription was heard of nowhere.
+                try:
+                    await self._service.store.get_chat(self.chat_id)
+                except NotFound:
+                    self._chat_deleted = True
+                    answer_scope.cancel()
+                    return
                 async for request in requests:
                     if request.get("type") == "cancel":
+                        self._chat_deleted = request.get("reason") == CHAT_DELETED
                         answer_scope.cancel()
                         return
         except AutoBotError as error:
@@ -269,9 +320,39 @@ class ChatService:
             # Other listeners miss this event; the answer itself goes on.
             log.warning("event not published", extra=log_fields(error=error.message))
 
+    async def create_chat(self, title: str | None = None) -> Chat:
+        return await self.store.create_chat(title)
+
+    async def list_chats(self, limit: int = 100, offset: int = 0) -> list[Chat]:
+        """Chats newest first."""
+        return await self.store.list_chats(limit, offset)
+
+    async def get_chat(self, chat_id: str) -> Chat:
+        return await self.store.get_chat(check_chat_id(chat_id))
+
     async def chat_with_messages(self, chat_id: str) -> tuple[Chat, list[Message]]:
-        chat = await self.store.get_chat(chat_id)
+        chat = await self.get_chat(chat_id)
         return chat, await self.store.get_messages(chat_id)
+
+    async def delete_chat(self, chat_id: str) -> None:
+        """Delete the chat and stop the answer streaming in it, wherever it runs.
+
+        The answer's process hears of it on the chat's control channel and
+        cancels it at once (the LLM request is closed, not left generating);
+        its listeners get one ``error`` event ``chat_deleted``.
+        """
+        await self.store.delete_chat(check_chat_id(chat_id))
+        try:
+            await self.store.publish(
+                control_channel(chat_id), {"type": "cancel", "reason": CHAT_DELETED}
+            )
+        except AutoBotError as error:
+            # The answer, if any, finds the chat gone when it tries to store itself.
+            log.warning("delete not announced", extra=log_fields(error=error.message))
+
+    def listen(self, chat_id: str) -> AbstractAsyncContextManager[AsyncIterator[dict[str, Any]]]:
+        """Every event of the chat's answers from now on, from any process."""
+        return self.store.subscribe(chat_channel(chat_id))
 
     async def _prompt(self, history: Sequence[Message]) -> list[dict[str, str]]:
         prompt: list[dict[str, str]] = []
@@ -297,7 +378,7 @@ class ChatService:
         """
         content = validate_content(content)
         model = validate_model(model)
-        await self.store.get_chat(chat_id)
+        await self.get_chat(chat_id)
         answer_id = new_id()
         if not await self.store.claim_lease(answer_lease(chat_id), answer_id, ANSWER_LEASE_TTL_S):
             raise Conflict(

@@ -2,7 +2,17 @@
 
 from ._embedded import EmbeddedStore, open_embedded_store
 from ._interface import Store
-from ._models import Chat, Fact, InboxMessage, Message, Priority, new_id, now
+from ._models import (
+    Chat,
+    Fact,
+    InboxMessage,
+    Message,
+    Priority,
+    chat_not_found,
+    fact_not_found,
+    new_id,
+    now,
+)
 from ._open import open_store, store_directory
 from ._redis_store import RedisStore, open_redis_store
 
@@ -15,6 +25,8 @@ __all__ = [
     "Priority",
     "RedisStore",
     "Store",
+    "chat_not_found",
+    "fact_not_found",
     "new_id",
     "now",
     "open_embedded_store",

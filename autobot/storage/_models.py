@@ -15,7 +15,7 @@ from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from .._errors import NotFound
+from .._errors import NotFound, echo
 
 __all__ = [
     "Chat",
@@ -43,11 +43,11 @@ def now() -> tuple[str, int]:
 
 
 def chat_not_found(chat_id: str) -> NotFound:
-    return NotFound(f"no chat with id {chat_id!r}", code="chat_not_found")
+    return NotFound(f"no chat with id {echo(chat_id)}", code="chat_not_found")
 
 
 def fact_not_found(fact_id: str) -> NotFound:
-    return NotFound(f"no fact with id {fact_id!r}", code="fact_not_found")
+    return NotFound(f"no fact with id {echo(fact_id)}", code="fact_not_found")
 
 
 class Priority(enum.IntEnum):

@@ -86,7 +86,7 @@ async def test_chat_crud(settings: Settings, fake_llm: FakeLLM) -> None:
             assert response.status_code == 404
             assert response.json()["error"]["code"] == "chat_not_found"
 
-        untitled = await client.post("/api/chats", content=b"{}")
+        untitled = await client.post("/api/chats")  # no body at all: an empty object
         assert untitled.json()["chat"]["title"] == "New chat"
         assert (await client.get("/api/chats?limit=1")).json()["chats"][0]["id"] == (
             untitled.json()["chat"]["id"]
@@ -295,7 +295,14 @@ async def test_second_message_while_streaming_is_409(settings: Settings, fake_ll
         ({"content": "x" * 32_001}, 422, "validation_error"),
         ({"stream": True}, 422, "validation_error"),
         ({"content": "x", "model": ""}, 422, "validation_error"),
+        ({"content": " \n\t "}, 422, "validation_error"),
+        ({"content": "x", "stream": "true"}, 422, "validation_error"),
+        ({"content": "x", "stream": 1}, 422, "validation_error"),
         (b"{oops", 400, "invalid_json"),
+        (b'{"content": "caf\xe9"}', 400, "invalid_json"),  # Latin-1, not UTF-8
+        (b'{"content": "x", "n": NaN}', 400, "invalid_json"),
+        (b"[" * 100_000 + b"]" * 100_000, 400, "json_too_deep"),
+        (b'{"content": "x", "m": ' + b"[" * 40 + b"]" * 40 + b"}", 400, "json_too_deep"),
     ],
 )
 async def test_bad_message_input(
@@ -304,9 +311,16 @@ async def test_bad_message_input(
     async with chat_server(settings, fake_llm) as client:
         chat_id = await new_chat(client)
         kwargs = {"content": body} if isinstance(body, bytes) else {"json": body}
-        response = await client.post(f"/api/chats/{chat_id}/messages", **kwargs)
+        response = await client.post(
+            f"/api/chats/{chat_id}/messages",
+            headers={"content-type": "application/json"},
+            **kwargs,
+        )
         assert response.status_code == status
-        assert response.json()["error"]["code"] == code
+        error = response.json()["error"]
+        assert error["code"] == code
+        if status == 422:
+            assert error["fields"] and all(item["message"] for item in error["fields"])
         assert await messages_of(client, chat_id) == []
 
 

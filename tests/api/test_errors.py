@@ -74,11 +74,26 @@ async def test_invalid_json_is_400_invalid_json(settings: Settings) -> None:
     assert_error_shape(response.json(), "invalid_json")
 
 
-async def test_json_without_content_type_is_accepted(settings: Settings) -> None:
+async def test_json_needs_a_json_content_type(settings: Settings) -> None:
+    # A cross-site page can send text/plain or a form without a preflight, never JSON.
     async with served(app_with_test_routes(settings)) as client:
-        response = await client.post("/api/test/greet", content=b'{"name": "ada"}')
-    assert response.status_code == 200
-    assert response.json() == {"greeting": "hello ada"}
+        for headers in (
+            {},
+            {"content-type": "text/plain"},
+            {"content-type": "application/x-www-form-urlencoded"},
+        ):
+            response = await client.post(
+                "/api/test/greet", content=b'{"name": "ada"}', headers=headers
+            )
+            assert response.status_code == 415
+            assert_error_shape(response.json(), "unsupported_media_type")
+        typed = await client.post(
+            "/api/test/greet",
+            content=b'{"name": "ada"}',
+            headers={"content-type": "application/json; charset=utf-8"},
+        )
+    assert typed.status_code == 200
+    assert typed.json() == {"greeting": "hello ada"}
 
 
 async def test_validation_failure_is_422_naming_the_field(settings: Settings) -> None:
