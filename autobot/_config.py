@@ -29,8 +29,8 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from ._deadlines import SCOPES, DeadlineTable
+from ._llm_fallback import FallbackSpec, parse_fallback
 from ._redis_url import parse_redis_url
-from .llm import FallbackSpec, parse_fallback
 
 __all__ = ["ConfigError", "Settings", "load_settings"]
 

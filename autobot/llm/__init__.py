@@ -23,10 +23,10 @@ read provider streams themselves.
 """
 
 from .._errors import LLMError, LLMTimeout, LLMUnavailable
+from .._llm_fallback import FallbackSpec, parse_fallback
 from ._chain import FallbackChain
 from ._events import ChatStreamParser, MalformedStream, StreamDone, StreamError, TextDelta
 from ._failures import LLMStreamError, LLMStreamTimeout, is_outage
-from ._fallback import FallbackSpec, parse_fallback
 from ._health import LLMHealthCheck
 from ._interface import LLM, Message
 from ._ndjson import NDJSONChatParser

@@ -5,8 +5,8 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 
+from .._llm_fallback import PROVIDER_KINDS, FallbackSpec
 from ._chain import FallbackChain
-from ._fallback import PROVIDER_KINDS, FallbackSpec
 from ._interface import LLM
 from ._ollama import OllamaProvider
 from ._openai import OpenAIProvider

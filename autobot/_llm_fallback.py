@@ -1,5 +1,8 @@
 """``AUTOBOT_LLM_FALLBACK``: the providers to try, in order, when the primary is out.
 
+A pure parser on the ground floor (the settings loader imports it without
+loading httpx); ``autobot.llm`` re-exports its names.
+
 The value is a comma-separated list of ``provider:url:model`` entries::
 
     openai:http://10.0.0.5:8080/v1:qwen2,ollama:http://127.0.0.1:11434:llama3.2
