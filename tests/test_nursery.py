@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 import trio
+import trio.testing
 
 from autobot import NotFound
 from autobot._nursery import background_nursery
@@ -27,9 +28,20 @@ async def test_body_exception_is_not_wrapped() -> None:
 
 
 async def test_background_tasks_end_with_the_block() -> None:
+    cancelled = trio.Event()
+
+    async def serve_forever() -> None:
+        try:
+            await trio.sleep_forever()
+        except trio.Cancelled:
+            cancelled.set()
+            raise
+
     async with background_nursery() as nursery:
-        nursery.start_soon(trio.sleep_forever)
-    # Reaching here means the sleeping task was cancelled.
+        nursery.start_soon(serve_forever)
+        await trio.testing.wait_all_tasks_blocked()
+        assert not cancelled.is_set()
+    assert cancelled.is_set()
 
 
 async def test_background_failure_is_reported() -> None:

@@ -9,9 +9,11 @@ from typing import Any
 
 import pytest
 import trio
+import trio.testing
 
 from autobot import NotFound, ServiceUnavailable
 from autobot.storage import Priority, Store
+from tests.support.polling import eventually
 
 ISO_UTC = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$")
 
@@ -216,8 +218,14 @@ async def test_lease_claim_renew_release(store: Store) -> None:
 
 async def test_lease_lapses_after_its_ttl(store: Store) -> None:
     assert await store.claim_lease("job", "worker-a", 0.2)
-    await trio.sleep(0.3)
-    assert await store.lease_owner("job") is None
+    assert await store.lease_owner("job") == "worker-a"
+
+    async def lapsed() -> bool:
+        return await store.lease_owner("job") is None
+
+    # Redis keeps the TTL on its own clock, so this waits in real time, by polling.
+    with trio.fail_after(5):
+        await eventually(lapsed, interval_s=0.02)
     assert not await store.renew_lease("job", "worker-a", 30)
     assert await store.claim_lease("job", "worker-b", 30)
 
@@ -286,7 +294,7 @@ async def test_inbox_takers_never_share_a_message(store: Store) -> None:
 
 async def test_wait_inbox_wakes_on_push(store: Store) -> None:
     async def push_later() -> None:
-        await trio.sleep(0.05)
+        await trio.testing.wait_all_tasks_blocked()  # the taker is waiting by now
         await store.push_inbox("sleepy", {"wake": True}, Priority.NORMAL)
 
     async with trio.open_nursery() as nursery:
