@@ -14,7 +14,7 @@ from quart_trio.wrappers import TrioResponse
 
 from .._errors import AutoBotError, BadRequest, LLMFailure, echo
 from .._logging import log_fields
-from ..chat import MAX_CONTENT_CHARS, Answer, ChatService
+from ..chat import MAX_CONTENT_CHARS, Answer, ChatDeleted, ChatService
 from ..storage import Chat, Message
 from ._context import services
 from ._event_stream import event_stream_response
@@ -139,8 +139,8 @@ def _stream_answer(answer: Answer) -> Response:
         with app_services.long_lived():
             try:
                 await answer.run(forward)
-            except LLMFailure:
-                pass  # already sent as the stream's error event, and stored as failed
+            except (LLMFailure, ChatDeleted):
+                pass  # already sent as the stream's error event (and stored, if the chat is)
             except AutoBotError as error:  # the store failed while finishing
                 await send.send(("error", error.to_body()))
 
@@ -176,8 +176,8 @@ async def _send_json(data: dict[str, Any]) -> None:
 async def _run_answer(answer: Answer) -> None:
     try:
         await answer.run()
-    except LLMFailure:
-        pass  # every listener got the error event; the message is stored as failed
+    except (LLMFailure, ChatDeleted):
+        pass  # every listener got the error event (and it is stored, if the chat is)
     except AutoBotError as error:
         await _send_json(_ws_error(error))
 

@@ -3,6 +3,7 @@
 from ._service import (
     MAX_CONTENT_CHARS,
     Answer,
+    ChatDeleted,
     ChatService,
     chat_channel,
     control_channel,
@@ -13,6 +14,7 @@ from ._service import (
 __all__ = [
     "MAX_CONTENT_CHARS",
     "Answer",
+    "ChatDeleted",
     "ChatService",
     "chat_channel",
     "control_channel",

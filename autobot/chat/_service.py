@@ -44,6 +44,7 @@ from ..storage import Chat, Message, Store, chat_not_found, new_id
 __all__ = [
     "MAX_CONTENT_CHARS",
     "Answer",
+    "ChatDeleted",
     "ChatService",
     "answer_lease",
     "chat_channel",
@@ -72,8 +73,14 @@ EventSink = Callable[[dict[str, Any]], Awaitable[None]]
 CHAT_DELETED = "chat_deleted"
 
 
-def _chat_deleted() -> Conflict:
-    return Conflict("the chat was deleted while it was being answered", code=CHAT_DELETED)
+class ChatDeleted(Conflict):
+    """The chat was deleted while its answer streamed; listeners were told already."""
+
+    code = CHAT_DELETED
+
+
+def _chat_deleted() -> ChatDeleted:
+    return ChatDeleted("the chat was deleted while it was being answered")
 
 
 class AnswerObserver(Protocol):
@@ -175,7 +182,7 @@ class Answer:
         stopped it, returns the ``cancelled`` message. When the chat is deleted
         mid-answer, the answer stops at once (the LLM request closed), nothing is
         stored, every listener gets one ``error`` event ``chat_deleted``, and this
-        raises :class:`Conflict` ``chat_deleted``.
+        raises :class:`ChatDeleted` (409 ``chat_deleted``).
         """
         failure: AutoBotError | None = None
         status = "cancelled"

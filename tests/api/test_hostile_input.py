@@ -143,6 +143,9 @@ async def test_deleting_a_chat_mid_answer_stops_the_llm_and_tells_listeners(
             events = await receive_until_final(ws)
             with trio.fail_after(2):
                 await fake_llm.streams[-1].client_closed.wait()
+            # Nothing follows the one error event, on the socket that asked either.
+            with trio.move_on_after(0.3):
+                events.append(json.loads(await ws.get_message()))
         final = events[-1]
         assert final["type"] == "error"
         assert final["error"]["code"] == "chat_deleted"
@@ -154,6 +157,30 @@ async def test_deleting_a_chat_mid_answer_stops_the_llm_and_tells_listeners(
         await fake_llm.set_scenario(Scenario(tokens=["fine"]))
         response = await client.post(f"/api/chats/{again}/messages", json={"content": "hi"})
         assert response.json()["message"]["content"] == "fine"
+
+
+async def test_deleting_a_chat_streamed_over_sse_ends_with_one_error_event(
+    settings: Settings, fake_llm: FakeLLM
+) -> None:
+    await fake_llm.set_scenario(Scenario(tokens=200, token_delay=0.02))
+    async with chat_server(settings, fake_llm) as client:
+        chat_id = await new_chat(client)
+        events: list[str] = []
+        async with client.stream(
+            "POST", f"/api/chats/{chat_id}/messages", json={"content": "long", "stream": True}
+        ) as response:
+            async for line in response.aiter_lines():
+                if line.startswith("event: "):
+                    events.append(line.removeprefix("event: "))
+                    if events == ["token"]:
+                        assert (await client.delete(f"/api/chats/{chat_id}")).status_code == 204
+                elif line.startswith("data: ") and events[-1] == "error":
+                    assert (
+                        json.loads(line.removeprefix("data: "))["error"]["code"] == "chat_deleted"
+                    )
+    assert events.count("error") == 1
+    assert events[-1] == "error"
+    assert fake_llm.streams[-1].client_closed.is_set()
 
 
 async def test_deleting_a_chat_answered_over_http_ends_that_request_with_chat_deleted(
