@@ -12,7 +12,7 @@ deadlines, breaker and failover are AutoBot's. ``docs/redis.md`` describes
 the design and the trade-offs of each URL mode.
 """
 
-from .._redis_url import Endpoint, RedisURL, parse_redis_url
+from .._redis_url import Endpoint, RedisURL, TLSOptions, parse_redis_url
 from ._backoff import Backoff
 from ._client import Redis
 from ._health import RedisHealthCheck
@@ -28,6 +28,7 @@ __all__ = [
     "Redis",
     "RedisHealthCheck",
     "RedisURL",
+    "TLSOptions",
     "default_breaker",
     "open_redis",
     "parse_redis_url",

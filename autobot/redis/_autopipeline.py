@@ -17,7 +17,9 @@ Cancellation never corrupts the connection:
 
 * a writer cancelled while the kernel buffer is full leaves the unsent
   remainder at the head of the queue of bytes; the next writer continues
-  from the exact byte where it stopped;
+  from the exact byte where it stopped (on a TLS connection, bytes already
+  encrypted wait in the connection, :attr:`~._connection.Connection.unsent`,
+  and the next writer flushes them first);
 * a reader cancelled while waiting has consumed nothing half-way (received
   bytes are in the parser, which belongs to the connection);
 * a caller cancelled while its reply is owed leaves its waiter in the queue
@@ -119,7 +121,7 @@ class SharedConnection:
             while not waiter.done:
                 if self._failure is not None:
                     raise self._lost()
-                if self._outbox and not self._flushing:
+                if (self._outbox or self.connection.unsent) and not self._flushing:
                     await self._flush()
                 elif not self._reading:
                     await self._read_until(waiter)
@@ -141,7 +143,11 @@ class SharedConnection:
                 await trio.lowlevel.cancel_shielded_checkpoint()
             outbox = self._outbox
             connection = self.connection
-            while outbox:
+            while outbox or connection.unsent:
+                if not outbox:
+                    # Accepted by a TLS connection, not yet taken by the kernel.
+                    await connection.wait_writable()
+                    continue
                 data = outbox[0] if len(outbox) == 1 else b"".join(outbox)
                 outbox.clear()
                 self.writes += 1
@@ -196,7 +202,8 @@ class SharedConnection:
         """Wake the first parked caller if a role is free and there is work for it."""
         if self._failure is not None:
             return
-        if (self._outbox and not self._flushing) or (self._pending and not self._reading):
+        writing = self._outbox or self.connection.unsent
+        if (writing and not self._flushing) or (self._pending and not self._reading):
             for waiter in self._pending:
                 if waiter.task is not None:
                     trio.lowlevel.reschedule(waiter.task)

@@ -15,6 +15,10 @@ sent and before its whole reply was read, the connection is closed
 reach the next command. Receiving is itself atomic (``recv_into`` either
 took bytes into the parser's buffer or did not), so the state to protect is
 only "which replies are still owed", never a torn read.
+
+A TLS connection (:class:`~._tls.TLSConnection`) is a subclass with the same
+interface; the one addition both share is :attr:`Connection.unsent`, the bytes
+a connection has accepted but not yet handed to the kernel (always 0 here).
 """
 
 from __future__ import annotations
@@ -29,7 +33,7 @@ import trio
 
 from ._protocol import NOT_ENOUGH_DATA, ReplyParser
 
-__all__ = ["Connection", "ConnectionLost", "Target"]
+__all__ = ["Connection", "ConnectionLost", "Target", "connect_socket"]
 
 _READ_SIZE = 64 * 1024
 
@@ -39,6 +43,36 @@ Target = tuple[int, Any]
 
 class ConnectionLost(OSError):
     """The server closed the connection, or it broke, while a reply was owed."""
+
+
+async def connect_socket(target: Target, label: str) -> socket.socket:
+    """A connected non-blocking TCP socket; the caller bounds the wait (``redis.connect``).
+
+    Raises ``OSError`` if the connection is refused or fails. Cancelling it
+    closes the half-open socket.
+    """
+    family, sockaddr = target
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        sock.setblocking(False)
+        if family in (socket.AF_INET, socket.AF_INET6):
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        try:
+            sock.connect(sockaddr)
+            in_progress = False
+        except BlockingIOError:
+            in_progress = True
+        if in_progress:
+            await trio.lowlevel.wait_writable(sock)
+            code = sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+            if code:
+                raise OSError(code, f"connect to {label}: {os.strerror(code)}")
+        else:
+            await trio.lowlevel.checkpoint()
+    except BaseException:
+        sock.close()
+        raise
+    return sock
 
 
 class Connection:
@@ -77,28 +111,7 @@ class Connection:
         Raises ``OSError`` if the connection is refused or fails. Cancelling
         it closes the half-open socket.
         """
-        family, sockaddr = target
-        sock = socket.socket(family, socket.SOCK_STREAM)
-        try:
-            sock.setblocking(False)
-            if family in (socket.AF_INET, socket.AF_INET6):
-                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            try:
-                sock.connect(sockaddr)
-                in_progress = False
-            except BlockingIOError:
-                in_progress = True
-            if in_progress:
-                await trio.lowlevel.wait_writable(sock)
-                code = sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
-                if code:
-                    raise OSError(code, f"connect to {label}: {os.strerror(code)}")
-            else:
-                await trio.lowlevel.checkpoint()
-        except BaseException:
-            sock.close()
-            raise
-        return cls(sock, parser, label, generation)
+        return cls(await connect_socket(target, label), parser, label, generation)
 
     @property
     def closed(self) -> bool:
@@ -119,8 +132,24 @@ class Connection:
         if self._closed:
             raise ConnectionLost(errno.EBADF, f"connection to {self.label} is closed")
 
+    @property
+    def unsent(self) -> int:
+        """Bytes accepted by :meth:`send_some` that the kernel has not taken yet.
+
+        Always 0 on a plain connection (what ``send`` accepted, the kernel
+        took). A TLS connection encrypts what it accepts and may hold the
+        ciphertext until the socket is writable; whoever writes keeps waiting
+        (:meth:`wait_writable`) until this is 0, so that accepted bytes
+        always reach the server.
+        """
+        return 0
+
     def send_some(self, data: bytes | memoryview) -> int:
-        """Send what the kernel takes now, without waiting; returns the byte count."""
+        """Send what the kernel takes now, without waiting; returns the byte count.
+
+        Every byte counted is committed, in order: the caller keeps the rest
+        and never sends a counted byte again.
+        """
         self._check_open()
         try:
             return self._sock.send(data)
@@ -140,12 +169,14 @@ class Connection:
     async def send_all(self, data: bytes) -> None:
         """Send all of ``data``. If cancelled midway the caller must :meth:`close`."""
         sent = self.send_some(data)
-        if sent == len(data):
+        if sent == len(data) and not self.unsent:
             return
         view = memoryview(data)
         while sent < len(data):
             await self.wait_writable()
             sent += self.send_some(view[sent:])
+        while self.unsent:
+            await self.wait_writable()
 
     async def receive(self, wait_first: bool = False) -> None:
         """Wait for bytes and feed them to the parser (a checkpoint; safe to cancel).

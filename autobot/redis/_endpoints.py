@@ -38,6 +38,7 @@ from .._deadlines import deadline
 from .._errors import RedisUnavailable
 from .._redis_url import Endpoint
 from ._connection import Connection, ConnectionLost, Target
+from ._dial import Dialer
 from ._failures import RECOVERABLE_ERRORS
 from ._protocol import ReplyParser, pack_command
 
@@ -67,11 +68,16 @@ _PING = b"*1\r\n$4\r\nPING\r\n"
 
 @dataclass(frozen=True, slots=True)
 class Candidate:
-    """A node to connect to: its index in the source, label and address."""
+    """A node to connect to: its index in the source, label and address.
+
+    ``host`` is the name it was given by (the URL, a Sentinel), which TLS
+    checks the certificate against; ``None``: the address itself.
+    """
 
     index: int
     label: str
     target: Target
+    host: str | None = None
 
 
 class EndpointSource(Protocol):
@@ -142,11 +148,17 @@ class NodeList:
     check_role = False
 
     def __init__(
-        self, endpoints: tuple[Endpoint, ...], *, probe: bool, handshake: list[bytes]
+        self,
+        endpoints: tuple[Endpoint, ...],
+        *,
+        probe: bool,
+        handshake: list[bytes],
+        dialer: Dialer | None = None,
     ) -> None:
         self._endpoints = endpoints
         self._probe = probe
         self._handshake = handshake
+        self._dialer = dialer or Dialer()
         self._targets: list[Target | None] = [None] * len(endpoints)
         self.health = [EndpointHealth() for _ in endpoints]
         self.generation = 0
@@ -181,7 +193,8 @@ class NodeList:
                 target = await self._target(index)
             except OSError:
                 continue
-            found.append(Candidate(index, str(self._endpoints[index]), target))
+            endpoint = self._endpoints[index]
+            found.append(Candidate(index, str(endpoint), target, endpoint.host))
         if not found:
             raise RedisUnavailable(
                 "cannot resolve any Redis host: "
@@ -206,8 +219,9 @@ class NodeList:
             with deadline("redis.probe"):
                 if connection is None:
                     target = await self._target(index)
-                    connection = await Connection.open(
-                        target, ReplyParser(), label=str(self._endpoints[index]), generation=0
+                    endpoint = self._endpoints[index]
+                    connection = await self._dialer.open(
+                        target, ReplyParser(), label=str(endpoint), generation=0, host=endpoint.host
                     )
                     for reply in await connection.handshake(self._handshake):
                         if isinstance(reply, Exception):
@@ -255,9 +269,12 @@ class SentinelSource:
 
     check_role = True
 
-    def __init__(self, sentinels: tuple[Endpoint, ...], service: str) -> None:
+    def __init__(
+        self, sentinels: tuple[Endpoint, ...], service: str, *, dialer: Dialer | None = None
+    ) -> None:
         self._sentinels = list(sentinels)
         self._service = service
+        self._dialer = dialer or Dialer()
         self._targets: dict[Endpoint, Target] = {}
         self._master: Candidate | None = None
         self._wake = trio.Event()
@@ -271,8 +288,12 @@ class SentinelSource:
         target = self._targets.get(sentinel)
         if target is None:
             target = self._targets[sentinel] = await resolve(sentinel)
-        connection = await Connection.open(
-            target, ReplyParser("utf-8"), label=f"sentinel {sentinel}", generation=0
+        connection = await self._dialer.open(
+            target,
+            ReplyParser("utf-8"),
+            label=f"sentinel {sentinel}",
+            generation=0,
+            host=sentinel.host,
         )
         try:
             [reply] = await connection.request(self._request)
@@ -289,7 +310,7 @@ class SentinelSource:
         ):
             return None
         master = Endpoint(reply[0], int(reply[1]))
-        return Candidate(0, str(master), await resolve(master))
+        return Candidate(0, str(master), await resolve(master), master.host)
 
     async def discover(self) -> None:
         """Ask the Sentinels, in order, until one names the master."""

@@ -12,6 +12,7 @@ from .._breaker import CircuitBreaker
 from .._errors import RedisUnavailable
 from .._redis_url import RedisURL, parse_redis_url
 from ._client import DEFAULT_BLOCK_MARGIN_S, DEFAULT_PUBSUB_IDLE_S, Redis
+from ._dial import Dialer
 from ._endpoints import EndpointSource, NodeList, SentinelSource
 from ._pool import ConnectionPool, Connector
 from ._protocol import pack_command
@@ -58,11 +59,11 @@ def _handshake(url: RedisURL) -> list[bytes]:
     return commands
 
 
-def _source(url: RedisURL, handshake: list[bytes]) -> EndpointSource:
+def _source(url: RedisURL, handshake: list[bytes], dialer: Dialer) -> EndpointSource:
     if url.mode == "sentinel":
         assert url.service_name is not None
-        return SentinelSource(url.endpoints, url.service_name)
-    return NodeList(url.endpoints, probe=url.mode == "failover", handshake=handshake)
+        return SentinelSource(url.endpoints, url.service_name, dialer=dialer)
+    return NodeList(url.endpoints, probe=url.mode == "failover", handshake=handshake, dialer=dialer)
 
 
 @asynccontextmanager
@@ -86,7 +87,9 @@ async def open_redis(
     nursery of this context manager and stops with it. Nothing connects up
     front: the first command connects, so a Redis that is down at start-up
     makes commands fail (and the breaker open), not the start-up itself.
-    Host names are resolved here, once.
+    Host names are resolved here, once. For ``rediss://`` URLs the TLS
+    context is built here too, so a CA or certificate file that cannot be
+    loaded is a ``ValueError`` now rather than a failure of every connect.
 
     ``max_connections`` bounds the pool of connections used one task at a
     time (blocking commands, ``WATCH``, and every command when
@@ -101,12 +104,14 @@ async def open_redis(
     """
     parsed = parse_redis_url(url) if isinstance(url, str) else url
     handshake = _handshake(parsed)
-    source = _source(parsed, handshake)
+    dialer = Dialer.for_options(parsed.tls)
+    source = _source(parsed, handshake, dialer)
     connector = Connector(
         source,
         handshake,
         encoding=encoding if decode_responses else None,
         encoding_errors=encoding_errors,
+        dialer=dialer,
     )
     pool = ConnectionPool(connector, max_connections)
     client = Redis(

@@ -1,8 +1,9 @@
 """Opening connections (the connector) and keeping them (the pool).
 
 :class:`Connector` turns the endpoint source's candidates into one ready
-connection: TCP connect, then ``AUTH``/``SELECT`` from the URL and, in
-Sentinel mode, ``ROLE``, all sent in one write, inside ``redis.connect``.
+connection: TCP connect (and the TLS handshake for ``rediss://``), then
+``AUTH``/``SELECT`` from the URL and, in Sentinel mode, ``ROLE``, all sent in
+one write, inside ``redis.connect``.
 
 :class:`ConnectionPool` holds at most ``max_connections`` connections for
 commands that need one to themselves (blocking commands, ``WATCH``
@@ -26,7 +27,8 @@ from .._deadlines import deadline
 from .._errors import DeadlineExceeded, RedisUnavailable
 from ._autopipeline import SharedConnection
 from ._connection import Connection, ConnectionLost
-from ._endpoints import EndpointSource
+from ._dial import Dialer
+from ._endpoints import Candidate, EndpointSource
 from ._failures import RECOVERABLE_ERRORS
 from ._protocol import ReplyParser
 
@@ -50,9 +52,11 @@ class Connector:
         *,
         encoding: str | None,
         encoding_errors: str,
+        dialer: Dialer | None = None,
     ) -> None:
         self.source = source
         self._handshake = handshake
+        self._dialer = dialer or Dialer()
         self._encoding = encoding
         self._errors = encoding_errors
         self.connects = 0
@@ -75,7 +79,7 @@ class Connector:
                 for candidate in await self.source.candidates():
                     generation = self.source.generation
                     try:
-                        connection = await self._open(candidate.target, candidate.label, generation)
+                        connection = await self._open(candidate, generation)
                     except (OSError, RedisError) as error:
                         self.connect_failures += 1
                         problems.append(f"{candidate.label}: {error}")
@@ -88,10 +92,20 @@ class Connector:
             problems.append(str(error))
         raise RedisUnavailable("cannot connect to Redis: " + "; ".join(problems))
 
-    async def _open(self, target: Any, label: str, generation: int) -> Connection:
+    async def _open(self, candidate: Candidate, generation: int) -> Connection:
         parser = ReplyParser(self._encoding, self._errors)
-        connection = await Connection.open(target, parser, label=label, generation=generation)
+        connection = await self._dialer.open(
+            candidate.target,
+            parser,
+            label=candidate.label,
+            generation=generation,
+            host=candidate.host,
+        )
         commands = [*self._handshake, _ROLE] if self.source.check_role else self._handshake
+        if not commands and self._dialer.tls:
+            # TLS 1.3 reports a refused client certificate only after the
+            # handshake, with the first reply: have one, inside redis.connect.
+            commands = [_PING]
         try:
             replies = await connection.handshake(commands)
             for reply in replies:

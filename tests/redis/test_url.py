@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from autobot.redis import Endpoint, parse_redis_url
+from autobot.redis import Endpoint, TLSOptions, parse_redis_url
 
 
 def test_single_url_with_credentials_and_database() -> None:
@@ -32,6 +32,40 @@ def test_failover_list_keeps_order() -> None:
     assert url.db == 2
 
 
+def test_tls_urls_with_redis_py_option_names() -> None:
+    url = parse_redis_url(
+        "rediss://:pw@cache.example.com:6380/2?ssl_ca_certs=/etc/ca.pem&ssl_certfile=/c.pem"
+        "&ssl_keyfile=/k.pem&ssl_cert_reqs=optional&ssl_check_hostname=false"
+    )
+    assert url.mode == "single" and url.db == 2
+    assert url.tls == TLSOptions(
+        ca_certs="/etc/ca.pem",
+        certfile="/c.pem",
+        keyfile="/k.pem",
+        cert_reqs="optional",
+        check_hostname=False,
+    )
+    assert str(url) == "rediss://:***@cache.example.com:6380/2"
+    # Defaults: verify the certificate and the host name, with the system's CAs.
+    plain = parse_redis_url("rediss://cache.example.com")
+    assert plain.tls == TLSOptions() and plain.tls.cert_reqs == "required"
+    assert plain.tls.check_hostname and plain.endpoints[0].port == 6379
+    assert parse_redis_url("redis://cache.example.com").tls is None
+    # No verification means no host name check either (as in redis-py).
+    assert not parse_redis_url("rediss://h?ssl_cert_reqs=none").tls.check_hostname  # type: ignore[union-attr]
+    assert parse_redis_url("rediss://h?ssl_ca_path=/etc/ssl/certs").tls.ca_path == "/etc/ssl/certs"  # type: ignore[union-attr]
+
+
+def test_tls_failover_lists_and_sentinels() -> None:
+    url = parse_redis_url("rediss://a:1/0?ssl_ca_certs=/ca.pem,rediss://b:2/0?ssl_ca_certs=/ca.pem")
+    assert url.mode == "failover" and url.tls == TLSOptions(ca_certs="/ca.pem")
+    sentinel = parse_redis_url("rediss+sentinel://s1:26380,s2/mymaster/1?ssl_ca_certs=/ca.pem")
+    assert sentinel.mode == "sentinel" and sentinel.service_name == "mymaster"
+    assert sentinel.db == 1 and sentinel.tls == TLSOptions(ca_certs="/ca.pem")
+    assert str(sentinel).startswith("rediss+sentinel://")
+    assert parse_redis_url("redis+sentinel://s1/mymaster").tls is None
+
+
 def test_sentinel_url() -> None:
     url = parse_redis_url("redis+sentinel://:pw@s1:26379,s2,s3:5000/mymaster/4")
     assert url.mode == "sentinel"
@@ -45,7 +79,13 @@ def test_sentinel_url() -> None:
     [
         ("", "empty"),
         ("http://host", "redis://"),
-        ("rediss://host", "TLS"),
+        ("redis://host?ssl_ca_certs=/ca.pem", "needs a rediss:// URL"),
+        ("rediss://host?ssl_cert_reqs=maybe", "none, optional or required"),
+        ("rediss://host?ssl_check_hostname=perhaps", "not true or false"),
+        ("rediss://host?ssl_keyfile=/k.pem", "needs ssl_certfile"),
+        ("rediss://host?ssl_ciphers=ALL", "not supported"),
+        ("redis://a:1/0,rediss://b:2/0", "TLS settings"),
+        ("redis+sentinel://s1/name?ssl_certfile=/c.pem", "rediss://"),
         ("redis://host:99999", "port"),
         ("redis://host:abc", "port"),
         ("redis://host/x", "database"),

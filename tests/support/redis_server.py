@@ -9,6 +9,12 @@ server binary).
 
 Servers never touch port 6379 and never persist (``--save "" --appendonly no``);
 each runs in its own directory under the test's temporary path.
+
+TLS: ``processes.redis(tls=TLSFiles.make(directory))`` starts a server that
+listens only on a TLS port (``--port 0 --tls-port <free>``), with certificates
+made by ``trustme``; its ``url`` is a ``rediss://`` URL carrying the CA and a
+client certificate, and :meth:`RedisProcess.command` speaks TLS to it.
+``sentinels(..., tls=...)`` does the same for Sentinels.
 """
 
 from __future__ import annotations
@@ -17,17 +23,20 @@ import contextlib
 import shutil
 import signal
 import socket
+import ssl
 import subprocess
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import trio
 
 __all__ = [
     "RedisProcess",
     "RedisProcesses",
+    "TLSFiles",
     "eventually",
     "free_port",
     "redis_available",
@@ -111,6 +120,68 @@ def _read(reader: Any) -> Any:
     raise ConnectionError(f"unexpected reply {line!r}")
 
 
+@dataclass(frozen=True)
+class TLSFiles:
+    """A CA, a server certificate for 127.0.0.1/localhost, and a client certificate."""
+
+    ca: Path
+    cert: Path
+    key: Path
+    client_cert: Path
+    client_key: Path
+
+    @classmethod
+    def make(
+        cls, directory: Path, *, names: tuple[str, ...] = ("127.0.0.1", "localhost")
+    ) -> TLSFiles:
+        """Write a new CA and certificates under ``directory``; the server's
+        certificate is for ``names``."""
+        import trustme  # a test dependency; only TLS tests need it
+
+        directory.mkdir(parents=True, exist_ok=True)
+        authority = trustme.CA()
+        server = authority.issue_cert(*names)
+        client = authority.issue_cert("autobot-client.example")
+        files = cls(
+            directory / "ca.pem",
+            directory / "server.pem",
+            directory / "server.key",
+            directory / "client.pem",
+            directory / "client.key",
+        )
+        authority.cert_pem.write_to_path(str(files.ca))
+        server.cert_chain_pems[0].write_to_path(str(files.cert))
+        server.private_key_pem.write_to_path(str(files.key))
+        client.cert_chain_pems[0].write_to_path(str(files.client_cert))
+        client.private_key_pem.write_to_path(str(files.client_key))
+        return files
+
+    def server_args(self) -> list[str]:
+        return [
+            "--tls-cert-file", str(self.cert),
+            "--tls-key-file", str(self.key),
+            "--tls-ca-cert-file", str(self.ca),
+        ]  # fmt: skip
+
+    def query(self, *, client_cert: bool = True) -> str:
+        """The ``ssl_*`` query of a URL trusting this CA (and presenting the client cert)."""
+        options = {"ssl_ca_certs": self.ca}
+        if client_cert:
+            options |= {"ssl_certfile": self.client_cert, "ssl_keyfile": self.client_key}
+        return "&".join(f"{key}={quote(str(value))}" for key, value in options.items())
+
+    def context(self) -> ssl.SSLContext:
+        """A client context for the synchronous helper, with the client certificate.
+
+        It trusts the CA but does not check the host name, so that a server
+        whose certificate names another host (for host-name tests) starts.
+        """
+        context = ssl.create_default_context(cafile=str(self.ca))
+        context.check_hostname = False
+        context.load_cert_chain(str(self.client_cert), str(self.client_key))
+        return context
+
+
 @dataclass
 class RedisProcess:
     """One ``redis-server`` (or Sentinel) process."""
@@ -121,10 +192,13 @@ class RedisProcess:
     password: str | None = None
     process: subprocess.Popen[bytes] | None = field(default=None, repr=False)
     host: str = "127.0.0.1"
+    tls: TLSFiles | None = None
 
     @property
     def url(self) -> str:
         auth = f":{self.password}@" if self.password else ""
+        if self.tls is not None:
+            return f"rediss://{auth}{self.host}:{self.port}/0?{self.tls.query()}"
         return f"redis://{auth}{self.host}:{self.port}/0"
 
     @property
@@ -152,7 +226,14 @@ class RedisProcess:
 
         Error replies are returned as ``RuntimeError`` instances, not raised.
         """
-        with socket.create_connection((self.host, self.port), timeout=budget_s) as sock:
+        with contextlib.ExitStack() as stack:
+            sock = stack.enter_context(
+                socket.create_connection((self.host, self.port), timeout=budget_s)
+            )
+            if self.tls is not None:
+                sock = stack.enter_context(
+                    self.tls.context().wrap_socket(sock, server_hostname=self.host)
+                )
             if self.password:
                 sock.sendall(_encode("AUTH", self.password))
             sock.sendall(_encode(*args))
@@ -194,9 +275,14 @@ class RedisProcess:
                 self.process.wait(_STARTUP_S)
 
 
-def _server_args(port: int, directory: Path, extra: list[str]) -> list[str]:
+def _server_args(
+    port: int, directory: Path, extra: list[str], tls: TLSFiles | None = None
+) -> list[str]:
+    listen = ["--port", str(port)]
+    if tls is not None:
+        listen = ["--port", "0", "--tls-port", str(port), *tls.server_args()]
     return [
-        "--port", str(port),
+        *listen,
         "--bind", "127.0.0.1",
         "--save", "",
         "--appendonly", "no",
@@ -227,15 +313,24 @@ class RedisProcesses:
                 process.stop()
         self.processes.clear()
 
-    def redis(self, *extra: str, password: str | None = None) -> RedisProcess:
-        """A ``redis-server`` on a free port; ``extra`` are more command-line options."""
+    def redis(
+        self, *extra: str, password: str | None = None, tls: TLSFiles | None = None
+    ) -> RedisProcess:
+        """A ``redis-server`` on a free port; ``extra`` are more command-line options.
+
+        With ``tls`` it listens on that port with TLS only (Redis's default
+        ``--tls-auth-clients yes`` asks clients for a certificate; pass
+        ``"--tls-auth-clients", "no"`` in ``extra`` to stop that).
+        """
         options = list(extra)
         if password:
             options += ["--requirepass", password, "--masterauth", password]
         for _ in range(3):  # a free port can be taken between the probe and the bind
             port = free_port()
             directory = self._directory("redis")
-            server = RedisProcess(port, directory, _server_args(port, directory, options), password)
+            server = RedisProcess(
+                port, directory, _server_args(port, directory, options, tls), password, tls=tls
+            )
             try:
                 server.start()
             except AssertionError:
@@ -265,12 +360,14 @@ class RedisProcesses:
         down_after_ms: int = 200,
         failover_timeout_ms: int = 1000,
         expect_replicas: int = 1,
+        tls: TLSFiles | None = None,
     ) -> list[RedisProcess]:
         """``count`` Sentinels (``redis-server <conf> --sentinel``) watching ``master``.
 
         The quorum is a majority. Returns once every Sentinel sees
         ``expect_replicas`` replicas and the other Sentinels, so that a failover
-        can start as soon as the test kills the master.
+        can start as soon as the test kills the master. With ``tls`` the
+        Sentinels listen with TLS only and reach the master over TLS.
         """
         quorum = count // 2 + 1
         started: list[RedisProcess] = []
@@ -289,8 +386,17 @@ class RedisProcesses:
             ]
             if master.password:
                 lines.append(f"sentinel auth-pass {service} {master.password}")
+            if tls is not None:
+                lines[0] = "port 0"
+                lines += [
+                    f"tls-port {port}",
+                    f"tls-cert-file {tls.cert}",
+                    f"tls-key-file {tls.key}",
+                    f"tls-ca-cert-file {tls.ca}",
+                    "tls-replication yes",
+                ]
             config.write_text("\n".join(lines) + "\n")
-            sentinel = RedisProcess(port, directory, [str(config), "--sentinel"])
+            sentinel = RedisProcess(port, directory, [str(config), "--sentinel"], tls=tls)
             self.processes.append(sentinel)
             sentinel.start()
             started.append(sentinel)
