@@ -1,11 +1,27 @@
-"""Health checks: run concurrently, each bounded, the whole answer on time.
+"""Health checks: cheap to poll under load, each bounded, the whole answer on time.
 
 A check is any object with a ``name``, a ``critical`` flag and an async
 ``check()`` that returns quietly (optionally with extra fields to report) or
-raises. :func:`run_health_checks` starts all checks in one nursery, each inside
-the ``health.check`` deadline, the whole inside ``health``; since
-``health.check`` is shorter (the settings loader enforces it), a hung
-dependency costs one failed check and never the answer.
+raises. :class:`HealthProbes` runs them for ``/api/health`` the way the
+contract asks of a load balancer's target:
+
+* **Reused for up to a second.** A check's result is served again for
+  :data:`REUSE_S`; every entry carries ``age_ms``, how old its result is
+  (0 when the request waited for a fresh probe). A check may also offer a
+  cheap ``fingerprint()`` (:class:`WatchedCheck`: its dependency's circuit
+  breaker counters); a result is not reused once that changed, so a failure
+  that requests just ran into shows in the next health answer, not a second
+  later.
+* **Single-flight.** At most one probe per check is in flight; every request
+  that needs a fresh result while one runs waits for that one. Two hundred
+  concurrent requests cost one probe per dependency, not two hundred.
+* **Bounded twice.** A probe runs under ``health.check`` in a nursery owned by
+  the services (:meth:`HealthProbes.run`), not by the request that started it,
+  so a request that is cancelled does not cancel the probe others wait for. A
+  request waits for a probe at most its own ``health.check``, and the whole
+  answer is under ``health``: since ``health.check`` is shorter (the settings
+  loader enforces it), a hung dependency costs one failed check and never the
+  answer, whoever started the probe and when.
 
 The report's status follows the contract: ``ok``; ``degraded`` when a
 non-critical check failed (Redis, the LLM: dependencies that come back by
@@ -15,7 +31,8 @@ themselves); ``down`` when a critical one failed (the process cannot serve).
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+import secrets
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -23,18 +40,27 @@ from typing import Any, Protocol
 import trio
 
 from ._deadlines import deadline
-from ._errors import AutoBotError
+from ._errors import AutoBotError, DeadlineExceeded
 
 __all__ = [
+    "REUSE_S",
+    "CheckFailed",
     "DataDirCheck",
     "HealthCheck",
+    "HealthProbes",
     "HealthReport",
+    "WatchedCheck",
+    "breaker_fingerprint",
+    "describe_error",
     "run_health_checks",
 ]
 
+#: How long a check's result may be served again (the API contract's "up to 1 s").
+REUSE_S = 1.0
+
 
 class HealthCheck(Protocol):
-    """What :func:`run_health_checks` needs of a check."""
+    """What :class:`HealthProbes` needs of a check."""
 
     name: str
     critical: bool
@@ -42,6 +68,45 @@ class HealthCheck(Protocol):
     async def check(self) -> dict[str, Any] | None:
         """Return (extra fields to report, or None) if healthy; raise if not."""
         ...
+
+
+class CheckFailed(Exception):
+    """Raised by a check that failed and has more to say than the error (``fields``)."""
+
+    def __init__(self, message: str, **fields: Any) -> None:
+        super().__init__(message)
+        self.message = message
+        self.fields = fields
+
+
+class WatchedCheck:
+    """``check``, with a ``fingerprint()`` that tells when a reused result went stale."""
+
+    def __init__(self, check: HealthCheck, fingerprint: Callable[[], object]) -> None:
+        self._check = check
+        self.fingerprint = fingerprint
+
+    @property
+    def name(self) -> str:
+        return self._check.name
+
+    @property
+    def critical(self) -> bool:
+        return self._check.critical
+
+    async def check(self) -> dict[str, Any] | None:
+        return await self._check.check()
+
+
+def breaker_fingerprint(snapshots: Callable[[], list[dict[str, Any]]]) -> Callable[[], object]:
+    """A fingerprint that changes whenever one of the breakers ``snapshots()`` lists
+    changes state or counts a failure (not a rejection: an open circuit stays put)."""
+    return lambda: tuple((s["state"], s["total_failures"]) for s in snapshots())
+
+
+def _fingerprint(check: HealthCheck) -> object:
+    fingerprint = getattr(check, "fingerprint", None)
+    return None if fingerprint is None else fingerprint()
 
 
 @dataclass(slots=True)
@@ -57,53 +122,182 @@ class HealthReport:
         return {"status": self.status, "checks": self.checks}
 
 
-def _describe(error: BaseException) -> str:
+def describe_error(error: BaseException) -> str:
+    """A one-line account of ``error`` for a health entry or a log line."""
     if isinstance(error, AutoBotError):
         return error.message
+    if isinstance(error, BaseExceptionGroup) and len(error.exceptions) == 1:
+        return describe_error(error.exceptions[0])
     return f"{type(error).__name__}: {error}" if str(error) else type(error).__name__
 
 
-async def _run_check(check: HealthCheck, results: dict[str, dict[str, Any]]) -> None:
-    started = trio.current_time()
-    result: dict[str, Any]
-    try:
-        with deadline("health.check"):
-            extra = await check.check()
-    except Exception as error:
-        result = {"ok": False, "error": _describe(error)}
-    else:
-        result = {"ok": True, **(extra or {})}
-    result["latency_ms"] = round((trio.current_time() - started) * 1000, 3)
-    results[check.name] = result
+def _ms(seconds: float) -> float:
+    return round(seconds * 1000, 3)
+
+
+@dataclass(slots=True)
+class _Result:
+    fields: dict[str, Any]  # ok, error?, the check's own fields, latency_ms
+    critical: bool
+    finished_at: float
+    fingerprint: object  # the check's fingerprint when the probe ended
+
+
+@dataclass(slots=True)
+class _Entry:
+    result: _Result | None = None
+    running: trio.Event | None = None  # set when the probe in flight ends
+    probes: int = 0
+
+
+class HealthProbes:
+    """Cached, single-flight health probes (see the module docstring).
+
+    Start :meth:`run` in the services' nursery; :meth:`report` then runs its
+    probes there. Without it (a one-off report, or after the services
+    stopped) each report runs its probes in a nursery of its own.
+    """
+
+    def __init__(self) -> None:
+        self._entries: dict[str, _Entry] = {}
+        self._nursery: trio.Nursery | None = None
+
+    def probe_counts(self) -> dict[str, int]:
+        """Probes started so far, by check name (for metrics and tests)."""
+        return {name: entry.probes for name, entry in self._entries.items()}
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        """Own the nursery probes run in; runs until cancelled (which cancels the probes)."""
+        try:
+            async with trio.open_nursery() as nursery:
+                self._nursery = nursery
+                task_status.started()
+                await trio.sleep_forever()
+        finally:
+            self._nursery = None
+
+    async def report(self, checks: Sequence[HealthCheck]) -> HealthReport:
+        """The health of ``checks``, answered within ``health``.
+
+        Raises ``DeadlineExceeded`` for ``health`` only if that budget is
+        not longer than ``health.check`` (the settings loader refuses that).
+        """
+        if self._nursery is not None:
+            return await self._report(checks, self._nursery)
+        async with trio.open_nursery() as nursery:
+            report = await self._report(checks, nursery)
+            nursery.cancel_scope.cancel()  # probes outliving their waiters have no one to tell
+        return report
+
+    async def _report(self, checks: Sequence[HealthCheck], nursery: trio.Nursery) -> HealthReport:
+        results: dict[str, tuple[dict[str, Any], bool]] = {}
+        with deadline("health"):
+            async with trio.open_nursery() as waits:
+                for check in checks:
+                    waits.start_soon(self._collect, check, nursery, results)
+        failed = [critical for fields, critical in results.values() if not fields["ok"]]
+        if any(failed):
+            status = "down"
+        elif failed:
+            status = "degraded"
+        else:
+            status = "ok"
+        return HealthReport(status, {check.name: results[check.name][0] for check in checks})
+
+    async def _collect(
+        self,
+        check: HealthCheck,
+        nursery: trio.Nursery,
+        results: dict[str, tuple[dict[str, Any], bool]],
+    ) -> None:
+        """Put ``check``'s entry in ``results``: reused, from the probe in flight, or fresh."""
+        entry = self._entries.setdefault(check.name, _Entry())
+        asked = trio.current_time()
+        result = entry.result
+        if (
+            result is not None
+            and asked - result.finished_at <= REUSE_S
+            and result.fingerprint == _fingerprint(check)
+        ):
+            await trio.lowlevel.checkpoint()
+            results[check.name] = (
+                {**result.fields, "age_ms": _ms(asked - result.finished_at)},
+                result.critical,
+            )
+            return
+        if entry.running is None:
+            entry.running = trio.Event()
+            nursery.start_soon(self._probe, check, entry, entry.running)
+        running = entry.running
+        try:
+            with deadline("health.check"):
+                await running.wait()
+        except DeadlineExceeded as error:
+            # The probe goes on (bounded by its own health.check) for later requests.
+            latency_ms = _ms(trio.current_time() - asked)
+            waited = {"ok": False, "error": error.message, "latency_ms": latency_ms, "age_ms": 0.0}
+            results[check.name] = (waited, check.critical)
+            return
+        result = entry.result
+        if result is None or result.finished_at < asked:
+            cancelled = {"ok": False, "error": "the probe was cancelled", "latency_ms": 0.0}
+            results[check.name] = ({**cancelled, "age_ms": 0.0}, check.critical)
+        else:
+            results[check.name] = ({**result.fields, "age_ms": 0.0}, result.critical)
+
+    async def _probe(self, check: HealthCheck, entry: _Entry, done: trio.Event) -> None:
+        entry.probes += 1
+        started = trio.current_time()
+        try:
+            fields: dict[str, Any]
+            try:
+                with deadline("health.check"):
+                    extra = await check.check()
+            except CheckFailed as error:
+                fields = {"ok": False, "error": error.message, **error.fields}
+            except Exception as error:  # a failed check is a report, whatever failed
+                fields = {"ok": False, "error": describe_error(error)}
+            else:
+                fields = {"ok": True, **(extra or {})}
+            finished = trio.current_time()
+            fields["latency_ms"] = _ms(finished - started)
+            entry.result = _Result(fields, check.critical, finished, _fingerprint(check))
+        finally:
+            entry.running = None
+            done.set()
 
 
 async def run_health_checks(checks: Sequence[HealthCheck]) -> HealthReport:
-    """Run ``checks`` concurrently and summarise them."""
-    results: dict[str, dict[str, Any]] = {}
-    with deadline("health"):
-        async with trio.open_nursery() as nursery:
-            for check in checks:
-                nursery.start_soon(_run_check, check, results)
-    failed = [check for check in checks if not results[check.name]["ok"]]
-    if any(check.critical for check in failed):
-        status = "down"
-    elif failed:
-        status = "degraded"
-    else:
-        status = "ok"
-    return HealthReport(status, {check.name: results[check.name] for check in checks})
+    """Probe ``checks`` once, concurrently, and summarise them (nothing reused)."""
+    return await HealthProbes().report(checks)
+
+
+def _probe_directory(directory: Path) -> None:
+    # A name of its own per probe: concurrent probes (and processes) never collide.
+    path = directory / f".health-{os.getpid()}-{secrets.token_hex(6)}"
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        os.write(fd, b"ok")
+    finally:
+        os.close(fd)
+        os.unlink(path)
 
 
 class DataDirCheck:
-    """The data directory exists and a file can be written into it and removed."""
+    """The data directory exists and a file can be created in it, written and removed.
+
+    A real write rather than ``os.access``: a full disk or a file system
+    remounted read-only fails it. One worker-thread call under ``file.io``;
+    a hung file system is abandoned when the deadline fires (the thread may
+    still finish the write and removal later).
+    """
 
     name = "storage"
     critical = True
 
     def __init__(self, data_dir: Path) -> None:
-        self._probe = trio.Path(data_dir) / f".health-{os.getpid()}"
+        self._data_dir = Path(data_dir)
 
     async def check(self) -> None:
         with deadline("file.io"):
-            await self._probe.write_bytes(b"ok")
-            await self._probe.unlink()
+            await trio.to_thread.run_sync(_probe_directory, self._data_dir, abandon_on_cancel=True)

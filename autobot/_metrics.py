@@ -77,6 +77,46 @@ class _BreakerCollector(Collector):
         yield from (is_open, failures, rejected)
 
 
+class _SupervisionCollector(Collector):
+    """Supervised services, dropped payloads and health probes, read at scrape time."""
+
+    def __init__(
+        self,
+        services: Callable[[], Iterable[Any]],
+        dropped: Callable[[], Mapping[tuple[str, str], int]],
+        probes: Callable[[], Mapping[str, int]],
+    ) -> None:
+        self._services = services
+        self._dropped = dropped
+        self._probes = probes
+
+    def collect(self) -> Iterable[Metric]:
+        up = GaugeMetricFamily(
+            "autobot_service_up", "1 while a supervised service is ready", labels=["service"]
+        )
+        restarts = CounterMetricFamily(
+            "autobot_service_restarts",
+            "Restarts of a supervised service after a recoverable failure",
+            labels=["service"],
+        )
+        for state in self._services():
+            up.add_metric([state.name], 1 if state.status == "up" else 0)
+            restarts.add_metric([state.name], state.restarts)
+        dropped = CounterMetricFamily(
+            "autobot_dropped_payloads",
+            "Bad payloads from outside that a background task dropped",
+            labels=["source", "reason"],
+        )
+        for (source, reason), count in self._dropped().items():
+            dropped.add_metric([source, reason], count)
+        probes = CounterMetricFamily(
+            "autobot_health_probes", "Health probes run, by check", labels=["check"]
+        )
+        for check, count in self._probes().items():
+            probes.add_metric([check], count)
+        yield from (up, restarts, dropped, probes)
+
+
 def _token_counts(stats: Mapping[str, Any]) -> tuple[int | None, int | None]:
     """(prompt, completion) tokens as the provider reported them, if it did."""
     if "eval_count" in stats or "prompt_eval_count" in stats:  # Ollama
@@ -125,6 +165,16 @@ class Metrics:
     def watch_breakers(self, snapshots: Callable[[], list[dict[str, Any]]]) -> None:
         """Export the breakers ``snapshots()`` describes (each with ``dependency``, ``target``)."""
         self.registry.register(_BreakerCollector(snapshots))
+
+    def watch_supervision(
+        self,
+        services: Callable[[], Iterable[Any]],
+        dropped: Callable[[], Mapping[tuple[str, str], int]],
+        probes: Callable[[], Mapping[str, int]],
+    ) -> None:
+        """Export supervised services (each with ``name``, ``status``, ``restarts``),
+        dropped payloads by (source, reason) and health probes by check."""
+        self.registry.register(_SupervisionCollector(services, dropped, probes))
 
     def answer_finished(self, status: str, characters: int, stats: Mapping[str, Any]) -> None:
         """Count one answer of the chat workflow (``stats``: what the provider reported)."""

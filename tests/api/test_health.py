@@ -50,7 +50,12 @@ async def test_checks_run_concurrently(autojump_clock: trio.testing.MockClock) -
     assert trio.current_time() - started == pytest.approx(1.0)
     assert report.status == "ok"
     assert report.http_status == 200
-    assert report.checks["a"] == {"ok": True, "detail": "took 1.0", "latency_ms": 1000.0}
+    assert report.checks["a"] == {
+        "ok": True,
+        "detail": "took 1.0",
+        "latency_ms": 1000.0,
+        "age_ms": 0.0,
+    }
 
 
 async def test_non_critical_failure_is_degraded(autojump_clock: trio.testing.MockClock) -> None:
