@@ -2,15 +2,23 @@
 
 :meth:`Services.run` is started by the app's lifespan with ``nursery.start()``:
 it opens the services in order under the ``service.start`` deadline, reports
-ready, runs background work in a nursery of its own until :meth:`Services.stop`
-is called, then cancels that work and closes the services in reverse order under
-``service.stop`` (shielded, so a cancelled lifespan still closes them). Nothing
-here knows about HTTP; the API layer reaches services through the app.
+ready, runs background work under a :class:`~autobot._supervisor.Supervisor`
+until :meth:`Services.stop` is called, then cancels that work and closes the
+services in reverse order under ``service.stop`` (shielded, so a cancelled
+lifespan still closes them). Nothing here knows about HTTP, nor which storage
+backend runs: the store reports its own health checks and breakers.
 
-The store is kept open by a background task rather than opened once: if the
-data directory cannot be used at start-up (or another process holds it), the
-server still starts, answers ``/api/health`` with 503 ``down`` saying why, and
-retries until the store opens, instead of exiting.
+Supervised here: ``health`` (the nursery health probes run in), ``storage``
+(the store keeper, below) and, through the keeper, the store's own tasks. A
+service that fails on an outside fault is restarted with backoff and reported
+in ``/api/health``; a programming error in any of them ends :meth:`run` with
+that error (after setting :attr:`Services.crashed`), so the server can exit
+rather than serve half alive.
+
+The store is kept open by the ``storage`` service rather than opened once: if
+the data directory cannot be used at start-up (or another process holds it),
+the server still starts, answers ``/api/health`` with 503 ``down`` saying why,
+and the supervisor retries until the store opens, instead of exiting.
 """
 
 from __future__ import annotations
@@ -18,35 +26,43 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterator, Sequence
 from contextlib import AsyncExitStack, contextmanager
-from typing import Any
+from typing import Any, NoReturn
 
 import trio
 
 from ._config import Settings
 from ._deadlines import deadline
-from ._errors import AutoBotError, DeadlineExceeded, StorageUnavailable
-from ._health import DataDirCheck, HealthCheck
+from ._errors import DeadlineExceeded, ServiceUnavailable, StorageUnavailable
+from ._health import (
+    DataDirCheck,
+    HealthCheck,
+    HealthProbes,
+    HealthReport,
+    WatchedCheck,
+    breaker_fingerprint,
+    describe_error,
+)
 from ._logging import log_fields
 from ._metrics import Metrics
+from ._supervisor import RestartPolicy, Supervisor, open_supervisor
 from .chat import ChatService
 from .llm import LLM, LLMHealthCheck, PromptTemplates, open_llm
-from .redis import RedisHealthCheck
-from .storage import EmbeddedStore, RedisStore, Store, open_store
+from .storage import Store, open_store, store_is_critical
 
 __all__ = ["Services"]
 
 log = logging.getLogger("autobot.services")
 
-# How often to try opening the store again after it failed to open.
-STORE_RETRY_S = 2.0
+# Opening the store again after it failed: soon at first (a lock just freed),
+# then every couple of seconds at most.
+STORE_RESTARTS = RestartPolicy(first_s=0.1, max_s=2.0)
 
 
 class StorageCheck:
-    """The data directory is writable and the store is open and writing.
+    """The data directory is writable and the store is open.
 
-    Critical with the embedded store (it lives in the data directory, so
-    nothing works without it); with Redis the data directory only holds files,
-    and losing it degrades the service rather than stopping it.
+    Critical when the store is (see :func:`~autobot.storage.store_is_critical`).
+    The store's own checks (its journal, its Redis) are entries of their own.
     """
 
     name = "storage"
@@ -54,32 +70,25 @@ class StorageCheck:
     def __init__(self, services: Services) -> None:
         self._services = services
         self._data_dir = DataDirCheck(services.settings.data_dir)
-
-    @property
-    def critical(self) -> bool:
-        return self._services.settings.redis_url is None
+        self.critical = store_is_critical(services.settings)
 
     async def check(self) -> dict[str, Any]:
         store = self._services.store
-        if isinstance(store, EmbeddedStore) and store.journal_failure:
-            raise StorageUnavailable(f"the journal cannot be written: {store.journal_failure}")
         await self._data_dir.check()
-        return {"backend": getattr(store, "backend", "unknown")}
+        return {"backend": store.backend}
 
 
-class RedisCheck:
-    """The Redis backend's client answers (see :class:`autobot.redis.RedisHealthCheck`)."""
+class CrashedCheck:
+    """What health says once a programming error stopped the services."""
 
-    name = "redis"
-    critical = False
+    name = "services"
+    critical = True
 
-    def __init__(self, services: Services) -> None:
-        self._services = services
+    def __init__(self, error: BaseException) -> None:
+        self._error = error
 
-    async def check(self) -> dict[str, Any]:
-        store = self._services.store
-        assert isinstance(store, RedisStore)
-        return await RedisHealthCheck(store.client).check()
+    async def check(self) -> None:
+        raise ServiceUnavailable(f"the services crashed: {describe_error(self._error)}")
 
 
 class Services:
@@ -90,12 +99,17 @@ class Services:
     ) -> None:
         self.settings = settings
         self.metrics = Metrics()
-        self.health_checks: list[HealthCheck] = []
+        self.health = HealthProbes()
         self._extra_health_checks = list(extra_health_checks)
+        self._storage_check = StorageCheck(self)
+        self._llm_check: HealthCheck | None = None
         self._store: Store | None = None
         self.llm: LLM
         self.prompts: PromptTemplates
         self.store_error = "not opened yet"
+        self.supervisor: Supervisor | None = None
+        self.fatal_error: BaseException | None = None
+        self.crashed = trio.Event()
         self._stop_requested = trio.Event()
         self.stopped = trio.Event()
         self._long_lived: set[trio.CancelScope] = set()
@@ -106,24 +120,40 @@ class Services:
         """The chat workflow over the current store."""
         return ChatService(self.store, self.llm, self.prompts, self.metrics)
 
-    def breaker_snapshots(self) -> list[dict[str, Any]]:
-        """Every dependency's circuit breaker, for metrics."""
-        snapshots = [
-            {"dependency": "llm", "target": f"{s['provider']} {s['url']}", **s}
-            for s in self.llm.breaker_snapshots()
-        ]
-        if isinstance(self._store, RedisStore):
-            snapshots.append(
-                {"dependency": "redis", "target": "", **self._store.client.breaker.snapshot()}
-            )
-        return snapshots
-
     @property
     def store(self) -> Store:
         """The open store; ``StorageUnavailable`` while it cannot be opened."""
         if self._store is None:
             raise StorageUnavailable(f"storage is not available: {self.store_error}")
         return self._store
+
+    def health_checks(self) -> list[HealthCheck]:
+        """The checks ``/api/health`` runs now: they follow the store as it comes and goes."""
+        if self.fatal_error is not None:
+            return [self._storage_check, CrashedCheck(self.fatal_error)]
+        checks: list[HealthCheck] = [self._storage_check]
+        if self._store is not None:
+            checks.extend(self._store.health_checks())
+        if self._llm_check is not None:
+            checks.append(self._llm_check)
+        if self.supervisor is not None:
+            checks.append(self.supervisor.health_check)
+        checks.extend(self._extra_health_checks)
+        return checks
+
+    async def report_health(self) -> HealthReport:
+        """The ``/api/health`` report (reused results, one probe per check in flight)."""
+        return await self.health.report(self.health_checks())
+
+    def breaker_snapshots(self) -> list[dict[str, Any]]:
+        """Every dependency's circuit breaker, for metrics."""
+        snapshots = [
+            {"dependency": "llm", "target": f"{s['provider']} {s['url']}", **s}
+            for s in self.llm.breaker_snapshots()
+        ]
+        if self._store is not None:
+            snapshots.extend(self._store.breakers())
+        return snapshots
 
     async def _open(self, stack: AsyncExitStack) -> None:
         settings = self.settings
@@ -132,10 +162,6 @@ class Services:
         except OSError as error:
             # Still start: health then answers "down" and says why.
             log.error("data dir unusable", extra=log_fields(error=str(error)))
-        self.health_checks.append(StorageCheck(self))
-        if settings.redis_url:
-            self.health_checks.append(RedisCheck(self))
-
         self.llm = await stack.enter_async_context(
             open_llm(
                 settings.llm_provider,
@@ -146,46 +172,59 @@ class Services:
             )
         )
         self.prompts = PromptTemplates(settings.data_dir)
-        self.health_checks.append(LLMHealthCheck(self.llm))
+        self._llm_check = WatchedCheck(
+            LLMHealthCheck(self.llm), breaker_fingerprint(self.llm.breaker_snapshots)
+        )
         self.metrics.watch_breakers(self.breaker_snapshots)
-        self.health_checks.extend(self._extra_health_checks)
 
     async def _keep_store_open(
         self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
     ) -> None:
-        """Open the store, retrying while that fails; reports started after the first try."""
-        started = False
-        while True:
-            try:
-                async with open_store(self.settings) as store:
-                    self._store, self.store_error = store, ""
-                    if not started:
-                        started = True
-                        task_status.started()
-                    await trio.sleep_forever()
-            except (AutoBotError, OSError) as error:
-                self._store = None
-                self.store_error = error.message if isinstance(error, AutoBotError) else str(error)
-                log.error("store unavailable", extra=log_fields(error=self.store_error))
-            if not started:
-                started = True
+        """Open the store and hold it open; the supervisor runs this again when it fails."""
+        try:
+            async with open_store(self.settings, supervisor=self.supervisor) as store:
+                self._store, self.store_error = store, ""
                 task_status.started()
-            await trio.sleep(STORE_RETRY_S)
+                await trio.sleep_forever()
+        except Exception as error:
+            self.store_error = describe_error(error)
+            raise
+        finally:
+            self._store = None
+            self.store_error = self.store_error or "the store is closed"
 
     async def run(
         self, *, task_status: trio.TaskStatus[Services] = trio.TASK_STATUS_IGNORED
     ) -> None:
-        """Open the services, report ready, and keep them until :meth:`stop`."""
+        """Open the services, report ready, and keep them until :meth:`stop`.
+
+        Raises the programming error that crashed a supervised service (in an
+        ``ExceptionGroup``), after setting :attr:`crashed`.
+        """
         stack = AsyncExitStack()
         try:
             with deadline("service.start"):
                 await self._open(stack)
-            async with trio.open_nursery() as background:
+            async with open_supervisor() as supervisor:
+                self.supervisor = supervisor
+                self.metrics.watch_supervision(
+                    supervisor.services, lambda: supervisor.dropped, self.health.probe_counts
+                )
                 with deadline("service.start"):
-                    await background.start(self._keep_store_open)
+                    await supervisor.start("health", self.health.run)
+                    await supervisor.start(
+                        "storage",
+                        self._keep_store_open,
+                        critical=store_is_critical(self.settings),
+                        policy=STORE_RESTARTS,
+                    )
                 task_status.started(self)
                 await self._stop_requested.wait()
-                background.cancel_scope.cancel()
+        except Exception:
+            if self.supervisor is not None and self.supervisor.fatal_error is not None:
+                self.fatal_error = self.supervisor.fatal_error
+                self.crashed.set()
+            raise
         finally:
             with trio.CancelScope(shield=True):
                 try:
@@ -218,6 +257,18 @@ class Services:
         self.shutting_down = True
         for scope in self._long_lived:
             scope.cancel()
+
+    async def raise_on_crash(self) -> NoReturn:
+        """Wait until a programming error crashed the services, then raise it.
+
+        For the process's owner to run beside the server (Hypercorn's lifespan
+        only logs an error that leaves the app after start-up): raising it in
+        the server's nursery ends the process non-zero instead of leaving it
+        serving without its services. Cancel it when the server stops.
+        """
+        await self.crashed.wait()
+        assert self.fatal_error is not None
+        raise self.fatal_error
 
     def stop(self) -> None:
         """Ask :meth:`run` to stop its background work and close the services."""

@@ -6,7 +6,6 @@ from quart import Blueprint, Response, jsonify
 from quart_trio.wrappers import TrioResponse
 
 from .._deadlines import current_deadlines
-from .._health import run_health_checks
 from .._metrics import CONTENT_TYPE
 from ._context import services
 
@@ -17,8 +16,13 @@ system = Blueprint("system", __name__)
 
 @system.get("/api/health")
 async def health() -> Response:
-    """Every check run concurrently; 200 ok/degraded, 503 down; always within ``health``."""
-    report = await run_health_checks(services().health_checks)
+    """200 ok/degraded, 503 down; always within ``health``.
+
+    Results are reused for up to a second and concurrent requests share one
+    probe per check (see ``autobot/_health.py``): cheap enough for a load
+    balancer to poll under load.
+    """
+    report = await services().report_health()
     response = jsonify(report.to_body())
     response.status_code = report.http_status
     return response

@@ -13,7 +13,7 @@ from ._models import (
     new_id,
     now,
 )
-from ._open import open_store, store_directory
+from ._open import open_store, store_directory, store_is_critical
 from ._redis_store import RedisStore, open_redis_store
 
 __all__ = [
@@ -33,4 +33,5 @@ __all__ = [
     "open_redis_store",
     "open_store",
     "store_directory",
+    "store_is_critical",
 ]

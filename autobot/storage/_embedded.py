@@ -5,6 +5,10 @@ appends, fsyncs and only then applies, so anything a caller was told is stored
 survives a crash. Blocking inbox receives and publish/subscribe are in-process
 Trio primitives. Leases live in memory only: in a single process a restart
 ends every lease anyway.
+
+The journal's writer and its compaction run as supervised services
+(``storage.journal``, critical: nothing is stored without it, and
+``storage.compaction``) under the supervisor the store is opened with.
 """
 
 from __future__ import annotations
@@ -17,7 +21,9 @@ from typing import Any
 
 import trio
 
-from .._nursery import background_nursery
+from .._errors import StorageUnavailable
+from .._health import HealthCheck
+from .._supervisor import Supervisor, using_supervisor
 from ._embedded_state import EmbeddedState
 from ._fanout import Fanout
 from ._journal import COMPACT_AFTER_BYTES, Journal
@@ -35,6 +41,27 @@ from ._models import (
 from ._records import checked_import
 
 __all__ = ["EmbeddedStore", "open_embedded_store"]
+
+
+class JournalCheck:
+    """The ``journal`` entry of ``/api/health``: the last journal write succeeded.
+
+    Critical: with the embedded store, a journal that cannot be written means
+    nothing can be stored. It reads the state the writer keeps, so it costs
+    nothing; the directory itself is probed by the ``storage`` check.
+    """
+
+    name = "journal"
+    critical = True
+
+    def __init__(self, journal: Journal) -> None:
+        self._journal = journal
+
+    async def check(self) -> dict[str, Any]:
+        await trio.lowlevel.checkpoint()
+        if self._journal.failure:
+            raise StorageUnavailable(f"the journal cannot be written: {self._journal.failure}")
+        return {"generation": self._journal.generation}
 
 
 class EmbeddedStore:
@@ -55,6 +82,12 @@ class EmbeddedStore:
     def journal_failure(self) -> str | None:
         """Why the last journal write failed, until one succeeds again (for health)."""
         return self._journal.failure
+
+    def health_checks(self) -> list[HealthCheck]:
+        return [JournalCheck(self._journal)]
+
+    def breakers(self) -> list[dict[str, Any]]:
+        return []  # nothing remote to protect
 
     def _after_apply(self, records: list[dict[str, Any]]) -> None:
         for record in records:
@@ -282,16 +315,31 @@ class EmbeddedStore:
 
 @asynccontextmanager
 async def open_embedded_store(
-    directory: Path, *, compact_after_bytes: int = COMPACT_AFTER_BYTES
+    directory: Path,
+    *,
+    compact_after_bytes: int = COMPACT_AFTER_BYTES,
+    supervisor: Supervisor | None = None,
 ) -> AsyncIterator[EmbeddedStore]:
-    """Open (recovering) the store in ``directory``; its writer runs until the block ends."""
-    journal = Journal(directory, EmbeddedState(), compact_after_bytes=compact_after_bytes)
-    await journal.open()
-    store = EmbeddedStore(journal)
-    try:
-        async with background_nursery() as nursery:
-            await nursery.start(journal.run)
-            yield store
-    finally:
-        with trio.CancelScope(shield=True):
-            await store.aclose()
+    """Open (recovering) the store in ``directory``; its writer runs until the block ends.
+
+    The writer and compaction run under ``supervisor`` (else under one of the
+    block's own), which also counts records dropped at replay.
+    """
+    async with using_supervisor(supervisor) as supervisor:
+        journal = Journal(
+            directory,
+            EmbeddedState(),
+            compact_after_bytes=compact_after_bytes,
+            drop=supervisor.drop,
+        )
+        await journal.open()
+        store = EmbeddedStore(journal)
+        try:
+            async with (
+                supervisor.running("storage.journal", journal.run, critical=True),
+                supervisor.running("storage.compaction", journal.run_compaction),
+            ):
+                yield store
+        finally:
+            with trio.CancelScope(shield=True):
+                await store.aclose()

@@ -19,12 +19,34 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from contextlib import AbstractAsyncContextManager
 from typing import Any, Protocol
 
+from .._health import HealthCheck
 from ._models import Chat, Fact, InboxMessage, Message, Priority
 
 __all__ = ["Store"]
 
 
 class Store(Protocol):
+    #: Which backend this is (``embedded``, ``redis``): for reports, never for branching.
+    backend: str
+
+    # -- what the services report about the store ---------------------------------
+
+    def health_checks(self) -> list[HealthCheck]:
+        """The store's own entries for ``/api/health`` (its journal, its Redis).
+
+        The services add them to theirs while the store is open; each check
+        says itself whether it is critical.
+        """
+        ...
+
+    def breakers(self) -> list[dict[str, Any]]:
+        """Snapshots of the circuit breakers guarding the store's dependencies, for metrics.
+
+        Each carries ``dependency`` and ``target`` beside the breaker's own
+        snapshot fields; a backend with nothing remote returns none.
+        """
+        ...
+
     # -- chats ------------------------------------------------------------------
 
     async def create_chat(self, title: str | None = None) -> Chat:

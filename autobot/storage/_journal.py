@@ -6,12 +6,20 @@ the journal grew large). Start-up loads the newest snapshot and replays the
 journals from its generation on.
 
 Writes are group-committed: :meth:`Journal.commit` queues records and waits;
-one writer task takes everything queued, appends it with a single ``write``
-and ``fsync``, applies the records to the in-memory state, and only then wakes
-the committers. So a commit that returned is on disk, many concurrent commits
-share one ``fsync``, and a committer cancelled while waiting does not split
-anything: its records are written and applied whole, or (if the write failed)
-not at all.
+one writer task (:meth:`Journal.run`) takes everything queued, appends it with
+a single ``write`` and ``fsync``, applies the records to the in-memory state,
+and only then wakes the committers. So a commit that returned is on disk, many
+concurrent commits share one ``fsync``, and a committer cancelled while
+waiting does not split anything: its records are written and applied whole,
+or (if the write failed) not at all.
+
+Compaction is a second task (:meth:`Journal.run_compaction`): once the journal
+grew past ``compact_after_bytes`` it starts the next generation and writes a
+snapshot, while the writer goes on appending. Both are meant to run under a
+:class:`~autobot._supervisor.Supervisor`: a write that fails fails its batch and
+the writer carries on; a rotation or snapshot that fails (an ``OSError``)
+raises out of the compaction task, which is restarted with backoff and tries
+the same step again, while writes keep going to the current generation.
 
 File system calls block, so each runs in a worker thread, one at a time (a
 ``CapacityLimiter`` of one: the journal is a single sequential file), inside
@@ -19,7 +27,9 @@ the ``file.io`` deadline. A write that fails or outlives its deadline fails its
 batch with ``StorageUnavailable``; the journal then cuts the file back to its
 last good length before accepting the next write, so a half-written batch can
 never be replayed. A ``LOCK`` file held with ``flock`` keeps a second process
-off the same directory.
+off the same directory. A record of a kind this version does not know (a
+file written by a newer one, or damaged) is dropped at replay and reported
+through ``drop``, never fatal.
 """
 
 from __future__ import annotations
@@ -41,8 +51,9 @@ from .._errors import DeadlineExceeded, StorageUnavailable
 from .._logging import log_fields
 from ._embedded_state import EmbeddedState
 from ._journal_format import decode_lines, encode_record, encode_records
+from ._records import EXPORT_KINDS
 
-__all__ = ["Journal"]
+__all__ = ["JOURNAL_KINDS", "Journal"]
 
 log = logging.getLogger("autobot.storage")
 
@@ -52,7 +63,15 @@ _SNAPSHOT_BATCH = 2000  # records encoded and written per worker-thread call
 _FILE_NAME = re.compile(r"^(journal|snapshot)-(\d{6})\.jsonl$")
 _SNAPSHOT_END = "snapshot_end"
 
+#: Every record kind a journal may hold (see ``_records.py``).
+JOURNAL_KINDS = EXPORT_KINDS | {"chat_deleted", "fact_deleted", "checkpoint_deleted", "inbox_taken"}
+
 T = TypeVar("T")
+_Drop = Callable[..., None]
+
+
+def _log_drop(source: str, reason: str, **detail: Any) -> None:
+    log.warning("bad payload dropped", extra=log_fields(source=source, reason=reason, **detail))
 
 
 def _write_all(fd: int, data: bytes) -> None:
@@ -105,10 +124,12 @@ class Journal:
         state: EmbeddedState,
         *,
         compact_after_bytes: int = COMPACT_AFTER_BYTES,
+        drop: _Drop = _log_drop,
     ) -> None:
         self.directory = directory
         self.state = state
         self.compact_after_bytes = compact_after_bytes
+        self._drop = drop
         self._limiter = trio.CapacityLimiter(1)
         # Snapshots go to their own file; their writes must not queue journal writes.
         self._snapshot_limiter = trio.CapacityLimiter(1)
@@ -117,13 +138,21 @@ class Journal:
         self._generation = 0
         self._size = 0  # bytes of whole records in the current journal file
         self._damaged = False  # a failed write may have left bytes past _size
+        # Held while the current file is written or swapped for the next generation.
+        self._file_lock = trio.Lock()
         self._batch = _Batch()
         self._batch_ready = trio.Event()
-        self._compacting = False
-        self._nursery: trio.Nursery | None = None
+        self._compacting = False  # from asking for a compaction until its snapshot is written
+        self._compaction_wanted = trio.Event()
+        self._snapshot_generation: int | None = None  # rotated, snapshot not yet written
         self.failure: str | None = None  # the last write failure, until a write succeeds
         self.compactions = 0
         self.after_apply: Callable[[list[dict[str, Any]]], None] | None = None
+
+    @property
+    def generation(self) -> int:
+        """The generation of the journal file being written."""
+        return self._generation
 
     # -- file system calls, each in a thread under file.io ------------------------------
 
@@ -232,15 +261,23 @@ class Journal:
         finally:
             await self._close(fd)  # noqa: ASYNC102 - _close shields itself
 
+    def _replay_record(self, path: Path, record: dict[str, Any]) -> None:
+        if record.get("kind") in JOURNAL_KINDS:
+            self.state.apply(record)
+        else:
+            self._drop(
+                "storage.journal", "unknown_kind", path=str(path), kind=repr(record.get("kind"))
+            )
+
     async def _load_snapshot(self, path: Path) -> None:
         ended = False
 
         def apply(record: dict[str, Any]) -> None:
             nonlocal ended
-            if record["kind"] == _SNAPSHOT_END:
+            if record.get("kind") == _SNAPSHOT_END:
                 ended = True
             else:
-                self.state.apply(record)
+                self._replay_record(path, record)
 
         _, bad_line_at = await self._read_records(path, apply)
         if bad_line_at is not None or not ended:
@@ -250,7 +287,9 @@ class Journal:
             )
 
     async def _replay_journal(self, path: Path, *, truncate: bool) -> None:
-        consumed, bad_line_at = await self._read_records(path, self.state.apply)
+        consumed, bad_line_at = await self._read_records(
+            path, lambda record: self._replay_record(path, record)
+        )
         size = (await self._io(os.stat, path)).st_size
         if consumed < size:
             # A torn or garbled tail: the records before it are whole; drop the rest.
@@ -269,21 +308,20 @@ class Journal:
     # -- the writer ----------------------------------------------------------------------
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
-        """The writer task; runs until cancelled. Compactions run in its nursery."""
-        async with trio.open_nursery() as nursery:
-            self._nursery = nursery
-            task_status.started()
-            while True:
-                await self._batch_ready.wait()
-                batch, self._batch = self._batch, _Batch()
-                self._batch_ready = trio.Event()
-                await self._write(batch)
+        """The writer task; runs until cancelled. Safe to restart after it failed."""
+        task_status.started()
+        while True:
+            await self._batch_ready.wait()
+            batch, self._batch = self._batch, _Batch()
+            self._batch_ready = trio.Event()
+            await self._write(batch)
 
     async def commit(self, records: list[dict[str, Any]]) -> list[bool]:
         """Write ``records`` durably and apply them; returns each record's ``apply`` result.
 
         Raises ``StorageUnavailable`` (or ``DeadlineExceeded`` for ``file.io``)
         if the write failed, in which case none of ``records`` was applied.
+        Waits while the writer is being restarted; bound it with a deadline.
         """
         if self._fd is None:
             raise StorageUnavailable("the store is closed")
@@ -299,48 +337,82 @@ class Journal:
     async def _write(self, batch: _Batch) -> None:
         data = b"".join(encode_record(record) for record in batch.records)
         try:
-            if self._damaged:
-                await self._io(_truncate_and_sync, self._fd, self._size)
-                self._damaged = False
-            await self._io(_append_and_sync, self._fd, data)
-        except (OSError, DeadlineExceeded) as error:
-            self._damaged = True
-            self.failure = f"{type(error).__name__}: {error}"
-            log.error("journal write failed", extra=log_fields(error=self.failure))
-            batch.error = (
-                error
-                if isinstance(error, DeadlineExceeded)
-                else StorageUnavailable(f"cannot write the journal: {error}")
-            )
-        else:
-            self._size += len(data)
-            self.failure = None
-            batch.results = [self.state.apply(record) for record in batch.records]
+            async with self._file_lock:
+                try:
+                    if self._damaged:
+                        await self._io(_truncate_and_sync, self._fd, self._size)
+                        self._damaged = False
+                    await self._io(_append_and_sync, self._fd, data)
+                except (OSError, DeadlineExceeded) as error:
+                    self._damaged = True
+                    self.failure = f"{type(error).__name__}: {error}"
+                    log.error("journal write failed", extra=log_fields(error=self.failure))
+                    batch.error = (
+                        error
+                        if isinstance(error, DeadlineExceeded)
+                        else StorageUnavailable(f"cannot write the journal: {error}")
+                    )
+                    return
+                self._size += len(data)
+                self.failure = None
+                batch.results = [self.state.apply(record) for record in batch.records]
             if self.after_apply is not None:
                 self.after_apply(batch.records)
             if self._size >= self.compact_after_bytes and not self._compacting:
-                await self._rotate()
+                self._compacting = True
+                self._compaction_wanted.set()
+        except BaseException:
+            # The writer is being stopped or has a bug: its committers must not
+            # mistake an unfinished batch for a written one.
+            if batch.error is None and len(batch.results) != len(batch.records):
+                batch.error = StorageUnavailable("the journal writer stopped before this write")
+            raise
         finally:
             batch.done.set()
 
     # -- compaction ---------------------------------------------------------------------
 
+    async def run_compaction(  # noqa: ASYNC114 - started by the store's supervisor
+        self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
+    ) -> None:
+        """The compaction task; runs until cancelled.
+
+        Raises ``OSError`` (or ``DeadlineExceeded``) when a rotation or a
+        snapshot fails; run again, it retries the step that failed.
+        """
+        task_status.started()
+        while True:
+            if self._snapshot_generation is None:
+                await self._compaction_wanted.wait()
+                await self._rotate()
+                self._compaction_wanted = trio.Event()
+            assert self._snapshot_generation is not None
+            await self._snapshot(self._snapshot_generation)
+            self._snapshot_generation = None
+            self._compacting = False
+
     async def _rotate(self) -> None:
-        """Start a new journal generation and snapshot the state in the background."""
+        """Start the next journal generation; the writer moves to it between two batches."""
         new_fd = await self._io(
             os.open,
             self._path("journal", self._generation + 1),
             os.O_WRONLY | os.O_APPEND | os.O_CREAT,
             0o644,
         )
-        await self._io(_fsync_directory, self.directory)
-        old_fd, self._fd = self._fd, new_fd
-        self._generation += 1
-        self._size = 0
-        self._compacting = True
-        await self._close(old_fd)
-        assert self._nursery is not None
-        self._nursery.start_soon(self._snapshot, self._generation)
+        try:
+            await self._io(_fsync_directory, self.directory)
+        except BaseException:
+            await self._close(new_fd)  # noqa: ASYNC102 - _close shields itself
+            raise
+        async with self._file_lock:
+            old_fd, self._fd = self._fd, new_fd
+            self._generation += 1
+            self._size = 0
+            # A failed write's leftovers stay in the old file; replay stops at them.
+            self._damaged = False
+            self._snapshot_generation = self._generation
+        if old_fd is not None:
+            await self._close(old_fd)
 
     async def _snapshot(self, generation: int) -> None:
         final = self._path("snapshot", generation)
@@ -361,11 +433,7 @@ class Journal:
                     await self._io(os.unlink, self.directory / name)
             self.compactions += 1
             log.info("snapshot written", extra=log_fields(generation=generation, records=count))
-        except (OSError, DeadlineExceeded) as error:
-            # The journals are still complete; the next rotation tries again.
-            log.error("snapshot failed", extra=log_fields(error=f"{type(error).__name__}: {error}"))
         finally:
-            self._compacting = False
             if not renamed:
                 with trio.CancelScope(shield=True), contextlib.suppress(OSError, DeadlineExceeded):
                     await self._io(os.unlink, temporary)

@@ -13,6 +13,11 @@ listeners it serves, at the cost of receiving every channel's messages.
 Agent inboxes block with ``BLPOP`` on a doorbell list rather than popping
 messages directly: a cancelled ``BLPOP`` can only lose a doorbell ring, never
 a message; messages are taken by a script once one is known to be there.
+
+The relay runs as the supervised service ``storage.pubsub``. Anyone who can
+reach Redis can publish on our channels, so what arrives is outside input: a
+message that is not a JSON object is dropped and reported through the
+supervisor (logged, counted), never allowed to end the relay.
 """
 
 from __future__ import annotations
@@ -26,10 +31,10 @@ from typing import Any
 import trio
 
 from .._deadlines import deadline
-from .._errors import RedisUnavailable
+from .._health import HealthCheck, WatchedCheck, breaker_fingerprint
 from .._logging import log_fields
-from .._nursery import background_nursery
-from ..redis import Backoff, Redis
+from .._supervisor import RestartPolicy, Supervisor, using_supervisor
+from ..redis import Redis, RedisHealthCheck
 from ._fanout import Fanout
 from ._models import (
     Chat,
@@ -51,6 +56,13 @@ log = logging.getLogger("autobot.storage")
 
 _SCORE_BAND = 1_000_000_000_000  # inbox score = (3 - priority) * band + arrival sequence
 _BARRIER = "\x00barrier"  # a channel no caller can name by accident
+# Re-subscribing soon after Redis comes back matters more than for other services.
+RELAY_RESTARTS = RestartPolicy(first_s=0.05, max_s=2.0)
+_Drop = Callable[..., None]
+
+
+def _log_drop(source: str, reason: str, **detail: Any) -> None:
+    log.warning("bad payload dropped", extra=log_fields(source=source, reason=reason, **detail))
 
 
 def _dumps(value: Any) -> str:
@@ -62,15 +74,22 @@ class RedisStore:
 
     backend = "redis"
 
-    def __init__(self, client: Redis, prefix: str = "autobot:") -> None:
+    def __init__(self, client: Redis, prefix: str = "autobot:", *, drop: _Drop = _log_drop) -> None:
         self.client = client
         self.prefix = prefix
+        self._drop = drop
         self._fanout = Fanout()
         self._listening = trio.Event()
         self._barriers: dict[str, trio.Event] = {}
 
     def _key(self, *parts: str) -> str:
         return self.prefix + ":".join(parts)
+
+    def health_checks(self) -> list[HealthCheck]:
+        return [WatchedCheck(RedisHealthCheck(self.client), breaker_fingerprint(self.breakers))]
+
+    def breakers(self) -> list[dict[str, Any]]:
+        return [{"dependency": "redis", "target": "", **self.client.breaker.snapshot()}]
 
     async def _run(self, script: str, keys: list[str], args: list[Any]) -> Any:
         return await SCRIPTS[script](self.client, keys, args)
@@ -343,30 +362,35 @@ class RedisStore:
     ) -> None:
         """Relay ``<prefix>chan:*`` to local subscribers; runs until cancelled.
 
-        Reports started at once, so a Redis that is down does not hold up
-        start-up; local subscribers wait (within ``redis.command``) until the
-        pattern subscription is confirmed.
+        Reports started once the pattern subscription is confirmed; local
+        subscribers wait for that (within ``redis.command``). Raises
+        ``RedisUnavailable`` when the subscription cannot be made (the
+        supervisor tries again with backoff); once made, the subscription
+        reconnects by itself when the connection drops.
         """
-        task_status.started()
         offset = len(self._key("chan", ""))
-        backoff = Backoff()
-        while True:
-            try:
-                async with self.client.pubsub() as pubsub:
-                    await pubsub.psubscribe(self._key("chan", "*"))
-                    self._listening.set()
-                    backoff.reset()
-                    async for message in pubsub:
-                        channel = message["channel"][offset:]
-                        if channel == _BARRIER:
-                            arrived = self._barriers.get(message["data"])
-                            if arrived is not None:
-                                arrived.set()
-                        else:
-                            self._fanout.deliver(channel, json.loads(message["data"]))
-            except RedisUnavailable as error:
-                log.warning("pub/sub relay waiting for Redis", extra=log_fields(error=str(error)))
-            await backoff.sleep()
+        async with self.client.pubsub() as pubsub:
+            await pubsub.psubscribe(self._key("chan", "*"))
+            self._listening.set()
+            task_status.started()
+            async for message in pubsub:
+                self._relay(message["channel"][offset:], message["data"])
+
+    def _relay(self, channel: str, data: Any) -> None:
+        if channel == _BARRIER:
+            arrived = self._barriers.get(data)
+            if arrived is not None:
+                arrived.set()
+            return
+        try:
+            payload = json.loads(data)
+        except (ValueError, TypeError) as error:  # not JSON text at all
+            self._drop("storage.pubsub", "not_json", channel=channel, error=str(error))
+            return
+        if not isinstance(payload, dict):
+            self._drop("storage.pubsub", "not_an_object", channel=channel)
+            return
+        self._fanout.deliver(channel, payload)
 
     # -- migration ----------------------------------------------------------------------------
 
@@ -442,12 +466,17 @@ class RedisStore:
 
 
 @asynccontextmanager
-async def open_redis_store(client: Redis, prefix: str = "autobot:") -> AsyncIterator[RedisStore]:
-    """A :class:`RedisStore` on ``client``, relaying pub/sub until the block ends."""
-    store = RedisStore(client, prefix)
-    try:
-        async with background_nursery() as nursery:
-            await nursery.start(store.listen)
-            yield store
-    finally:
-        store.close()
+async def open_redis_store(
+    client: Redis, prefix: str = "autobot:", *, supervisor: Supervisor | None = None
+) -> AsyncIterator[RedisStore]:
+    """A :class:`RedisStore` on ``client``, relaying pub/sub until the block ends.
+
+    The relay runs under ``supervisor`` (else under one of the block's own).
+    """
+    async with using_supervisor(supervisor) as supervisor:
+        store = RedisStore(client, prefix, drop=supervisor.drop)
+        try:
+            async with supervisor.running("storage.pubsub", store.listen, policy=RELAY_RESTARTS):
+                yield store
+        finally:
+            store.close()
