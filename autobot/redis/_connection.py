@@ -121,11 +121,17 @@ class Connection:
         """Close now. Safe to call twice; wakes any task waiting on the socket.
 
         Synchronous on purpose: it is called from ``except`` and ``finally``
-        blocks of cancelled tasks, where an ``await`` would raise again.
+        blocks of cancelled tasks, where an ``await`` would raise again. It
+        also works outside a Trio run (an async generator finalized by the
+        garbage collector closes its subscription there), where no task can
+        be waiting on the socket.
         """
         if not self._closed:
             self._closed = True
-            trio.lowlevel.notify_closing(self._sock)
+            try:
+                trio.lowlevel.notify_closing(self._sock)
+            except RuntimeError:  # not inside a Trio run: nobody to wake
+                pass
             self._sock.close()
 
     def _check_open(self) -> None:

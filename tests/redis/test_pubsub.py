@@ -138,3 +138,18 @@ async def test_silent_connection_is_noticed_by_ping(processes, set_deadlines) ->
                         await trio.sleep(0.05)
             assert got == ["alive"]
             assert pubsub.reconnects >= 1
+
+
+def test_a_subscription_closes_outside_a_trio_run(redis_url: str) -> None:
+    # An async generator holding a subscription may be finalized by the garbage
+    # collector after its run ended: closing must not need a Trio context.
+    pubsubs = []
+
+    async def subscribe() -> None:
+        async with open_redis(redis_url) as client:
+            pubsub = client.pubsub()
+            await pubsub.subscribe("events")
+            pubsubs.append(pubsub)
+
+    trio.run(subscribe)
+    pubsubs[0].close()  # no Trio run here: must not raise
