@@ -31,6 +31,7 @@ from urllib.parse import urlsplit
 from ._deadlines import SCOPES, DeadlineTable
 from ._llm_fallback import FallbackSpec, parse_fallback
 from ._redis_url import parse_redis_url
+from ._site_policy import SitePolicy, parse_hosts, parse_origins
 
 __all__ = ["ConfigError", "Settings", "load_settings"]
 
@@ -70,6 +71,14 @@ def _positive_int(value: Any) -> int:
         raise ValueError(f"{value!r} is not a whole number") from None
     if isinstance(value, bool) or number <= 0:
         raise ValueError(f"{value!r} is not a positive whole number")
+    return number
+
+
+def _backlog(value: Any) -> int:
+    number = _positive_int(value)
+    if number > 65535:
+        # The kernel caps it anyway (net.core.somaxconn); a bigger number is a typo.
+        raise ValueError(f"{value!r} is more than 65535")
     return number
 
 
@@ -123,16 +132,23 @@ class Settings:
     api_token: str | None = None
     max_upload_bytes: int = 104_857_600
     log_level: str = "info"
+    allowed_hosts: tuple[str, ...] = ()
+    allowed_origins: tuple[str, ...] = ()
+    listen_backlog: int = 1024
     deadlines: Mapping[str, float] = field(default_factory=dict)
 
     def deadline_table(self) -> DeadlineTable:
         """A fresh scope table with this configuration's overrides."""
         return DeadlineTable(self.deadlines)
 
+    def site_policy(self) -> SitePolicy:
+        """The Host and Origin checks for this listen address and the allowed lists."""
+        return SitePolicy.for_server(self.host, self.allowed_hosts, self.allowed_origins)
+
     def summary(self) -> list[str]:
         """Lines describing the effective configuration, secrets masked."""
         lines = [
-            f"listen      http://{self.host}:{self.port}",
+            f"listen      http://{self.host}:{self.port} backlog={self.listen_backlog}",
             f"data dir    {self.data_dir}",
             "storage     "
             + (f"redis {parse_redis_url(self.redis_url)}" if self.redis_url else "embedded"),
@@ -141,6 +157,7 @@ class Settings:
             *(f"fallback    {spec}" for spec in self.llm_fallback),
             f"api token   {'required' if self.api_token else 'not required'}",
             f"max upload  {self.max_upload_bytes} bytes",
+            *self.site_policy().describe(),
         ]
         if self.deadlines:
             overrides = ", ".join(f"{name}={s:g}s" for name, s in sorted(self.deadlines.items()))
@@ -161,6 +178,9 @@ _FIELDS: dict[str, Callable[[Any], Any]] = {
     "api_token": _text,
     "max_upload_bytes": _positive_int,
     "log_level": _choice(*_LOG_LEVELS),
+    "allowed_hosts": parse_hosts,
+    "allowed_origins": parse_origins,
+    "listen_backlog": _backlog,
 }
 assert set(_FIELDS) | {"deadlines"} == {f.name for f in fields(Settings)}
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import pathlib
 import subprocess
@@ -114,6 +115,18 @@ def test_summary_masks_secrets() -> None:
         ({"AUTOBOT_DEADLINE_HEALTH_CHECK": "5"}, "AUTOBOT_DEADLINE_HEALTH_CHECK: 5 s must be"),
         ({"AUTOBOT_LOG_LEVEL": "loud"}, "AUTOBOT_LOG_LEVEL: 'loud' is not one of"),
         ({"AUTOBOT_LLM_FALLBACK": "ollama"}, "AUTOBOT_LLM_FALLBACK: 'ollama' is not provider:url"),
+        ({"AUTOBOT_ALLOWED_HOSTS": "http://x"}, "AUTOBOT_ALLOWED_HOSTS: 'http://x' is not a host"),
+        ({"AUTOBOT_ALLOWED_HOSTS": " , "}, "AUTOBOT_ALLOWED_HOSTS: ' , ' lists nothing"),
+        (
+            {"AUTOBOT_ALLOWED_ORIGINS": "localhost:3000"},
+            "AUTOBOT_ALLOWED_ORIGINS: 'localhost:3000' is not an origin",
+        ),
+        (
+            {"AUTOBOT_ALLOWED_ORIGINS": "https://app.example/chat"},
+            "AUTOBOT_ALLOWED_ORIGINS: 'https://app.example/chat' is not an origin",
+        ),
+        ({"AUTOBOT_LISTEN_BACKLOG": "0"}, "AUTOBOT_LISTEN_BACKLOG: '0' is not a positive"),
+        ({"AUTOBOT_LISTEN_BACKLOG": "100000"}, "AUTOBOT_LISTEN_BACKLOG: '100000' is more than"),
         ({"AUTOBOT_CONFIG": "/nonexistent/autobot.toml"}, "AUTOBOT_CONFIG: no such file"),
     ],
 )
@@ -153,3 +166,85 @@ def test_bad_toml_names_file_and_key(tmp_path: pathlib.Path, text: str, expected
     with pytest.raises(ConfigError) as caught:
         load_settings({"AUTOBOT_CONFIG": str(config)})
     assert str(caught.value).startswith(expected.format(path=config))
+
+
+# --- Cross-site checks and the listen backlog -----------------------------------
+
+
+def test_cross_site_and_backlog_defaults() -> None:
+    settings = load_settings({})
+    assert (settings.allowed_hosts, settings.allowed_origins) == ((), ())
+    assert settings.listen_backlog == 1024
+    policy = settings.site_policy()
+    assert policy.check_hosts  # bound to loopback: DNS rebinding is refused
+    assert "hosts       localhost, loopback IPs" in settings.summary()
+    assert "origins     same origin" in settings.summary()
+    assert not load_settings({"AUTOBOT_HOST": "0.0.0.0"}).site_policy().check_hosts
+
+
+def test_cross_site_lists_are_parsed_and_normalised(tmp_path: pathlib.Path) -> None:
+    settings = load_settings(
+        {
+            "AUTOBOT_ALLOWED_HOSTS": "autobot.lan, Box.Example:8443,,::1",
+            "AUTOBOT_ALLOWED_ORIGINS": "https://App.example/, http://localhost:3000",
+            "AUTOBOT_LISTEN_BACKLOG": "4096",
+        }
+    )
+    assert settings.allowed_hosts == ("autobot.lan", "box.example:8443", "[::1]")
+    assert settings.allowed_origins == ("https://app.example", "http://localhost:3000")
+    assert settings.listen_backlog == 4096
+
+    config = tmp_path / "autobot.toml"
+    config.write_text('allowed_hosts = ["a.lan", "b.lan:81"]\nallowed_origins = "*"\n')
+    from_toml = load_settings({"AUTOBOT_CONFIG": str(config)})
+    assert from_toml.allowed_hosts == ("a.lan", "b.lan:81")
+    assert from_toml.allowed_origins == ("*",)
+    assert "origins     any" in from_toml.summary()
+
+
+LOCAL = ("127.0.0.1", 8000)
+
+
+@pytest.mark.parametrize(
+    ("changes", "host", "allowed"),
+    [
+        ({}, "localhost:8000", True),
+        ({}, "127.0.0.5", True),  # any loopback IP: no DNS, no rebinding
+        ({}, "[::1]:8000", True),
+        ({}, "rebound.evil.example:8000", False),
+        ({}, "0.0.0.0:8000", False),
+        ({}, None, True),  # no Host at all (HTTP/1.0): not a browser
+        ({}, "", True),
+        ({}, "local host", False),
+        ({"host": "0.0.0.0"}, "anything.example", True),
+        ({"host": "0.0.0.0", "allowed_hosts": ("box.lan",)}, "box.lan:1234", True),
+        ({"host": "0.0.0.0", "allowed_hosts": ("box.lan",)}, "other.lan", False),
+        ({"host": "0.0.0.0", "allowed_hosts": ("box.lan",)}, "127.0.0.1:8000", True),
+        ({"host": "0.0.0.0", "allowed_hosts": ("box.lan:443",)}, "box.lan", False),
+        ({"allowed_hosts": ("*",)}, "rebound.evil.example", True),
+    ],
+)
+def test_which_hosts_are_answered(changes: dict, host: str | None, allowed: bool) -> None:
+    policy = dataclasses.replace(Settings(), **changes).site_policy()
+    assert policy.host_allowed(host, LOCAL) is allowed
+
+
+@pytest.mark.parametrize(
+    ("changes", "origin", "host", "allowed"),
+    [
+        ({}, "http://localhost:8000", "localhost:8000", True),
+        ({}, "http://127.0.0.1:8000", "localhost:8000", True),  # another loopback name
+        ({}, "http://localhost:3000", "localhost:8000", False),  # another local app
+        ({}, "https://evil.example", "localhost:8000", False),
+        ({}, "null", "localhost:8000", False),
+        ({"host": "0.0.0.0"}, "http://box.lan:8000", "box.lan:8000", True),  # same origin
+        ({"host": "0.0.0.0"}, "https://box.lan", "box.lan", True),  # behind a TLS proxy
+        ({"host": "0.0.0.0"}, "http://localhost:8000", "box.lan:8000", False),
+        ({"allowed_origins": ("https://app.example",)}, "https://app.example", "localhost", True),
+        ({"allowed_origins": ("https://app.example",)}, "http://app.example", "localhost", False),
+        ({"allowed_origins": ("*",)}, "null", "localhost", True),
+    ],
+)
+def test_which_origins_are_answered(changes: dict, origin: str, host: str, allowed: bool) -> None:
+    policy = dataclasses.replace(Settings(), **changes).site_policy()
+    assert policy.origin_allowed(origin, host, LOCAL) is allowed
