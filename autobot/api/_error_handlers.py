@@ -48,7 +48,10 @@ def _validation_fields(error: RequestSchemaValidationError) -> list[dict[str, st
 
 
 async def _on_autobot_error(error: AutoBotError) -> Response:
-    return error_response(error.status, error.code, error.message, **error.details)
+    response = error_response(error.status, error.code, error.message, **error.details)
+    # An error may name headers of its answer (401's WWW-Authenticate, a close).
+    response.headers.update(getattr(error, "headers", {}))
+    return response
 
 
 async def _on_validation_error(error: RequestSchemaValidationError) -> Response:
