@@ -17,6 +17,7 @@ from ._access_log import ROUTE_KEY, AccessLog
 from ._auth import install_auth
 from ._chats import chats
 from ._error_handlers import register_error_handlers
+from ._guards import install_guards
 from ._long_running import is_long_running
 from ._request import AutoBotRequest
 from ._system import system
@@ -93,6 +94,7 @@ def create_app(
         if websocket.url_rule is not None:
             websocket.scope[ROUTE_KEY] = websocket.url_rule.rule
 
+    install_guards(app, settings)
     install_auth(app, settings.api_token)
     app.register_blueprint(system)
     app.register_blueprint(chats)
