@@ -30,6 +30,10 @@ def _hypercorn_config(settings: Settings) -> HypercornConfig:
     config = HypercornConfig()
     host = f"[{settings.host}]" if ":" in settings.host else settings.host
     config.bind = [f"{host}:{settings.port}"]
+    # Hypercorn's default of 100 overflows on a burst of connects (a page load, a
+    # load test, clients reconnecting after a restart): the kernel drops the SYNs
+    # it has no room for, and each of those clients waits out a 1 s retransmit.
+    config.backlog = settings.listen_backlog
     config.accesslog = None  # AutoBot logs each request itself, as JSON
     config.errorlog = logging.getLogger("hypercorn.error")
     config.graceful_timeout = settings.deadline_table().budget("server.shutdown")
@@ -59,6 +63,13 @@ async def serve(
 
     app = create_app(settings)
     config = _hypercorn_config(settings)
+    if not settings.site_policy().check_hosts and settings.api_token is None:
+        log.warning(
+            "any Host is answered and no AUTOBOT_API_TOKEN is set, so a DNS-rebinding page"
+            " can use the API: set AUTOBOT_API_TOKEN, or AUTOBOT_ALLOWED_HOSTS to the names"
+            " clients use",
+            extra=log_fields(host=settings.host),
+        )
     shutdown = trio.Event()
 
     async with trio.open_nursery() as nursery:
