@@ -82,6 +82,9 @@ async def serve(
 
         services = app.extensions["autobot.services"]
         nursery.start_soon(_watch_signals, shutdown, nursery.cancel_scope, services)
+        # Hypercorn only logs an error that leaves the app after start-up; a
+        # programming error in a supervised service must end the process instead.
+        nursery.start_soon(services.raise_on_crash)
         binds = await nursery.start(serve_then_stop)
         log.info("listening", extra=log_fields(binds=binds))
         task_status.started(binds)
