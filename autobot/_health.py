@@ -289,7 +289,9 @@ class DataDirCheck:
     A real write rather than ``os.access``: a full disk or a file system
     remounted read-only fails it. One worker-thread call under ``file.io``;
     a hung file system is abandoned when the deadline fires (the thread may
-    still finish the write and removal later).
+    still finish the write and removal later). A limiter of one keeps those
+    abandoned threads from piling up: while one still hangs, the next probe
+    waits for it within its own deadline instead of starting another thread.
     """
 
     name = "storage"
@@ -297,7 +299,10 @@ class DataDirCheck:
 
     def __init__(self, data_dir: Path) -> None:
         self._data_dir = Path(data_dir)
+        self._limiter = trio.CapacityLimiter(1)
 
     async def check(self) -> None:
         with deadline("file.io"):
-            await trio.to_thread.run_sync(_probe_directory, self._data_dir, abandon_on_cancel=True)
+            await trio.to_thread.run_sync(
+                _probe_directory, self._data_dir, abandon_on_cancel=True, limiter=self._limiter
+            )
