@@ -15,6 +15,9 @@ The TOML file uses the same names in lower case without the prefix, and a
 
     [deadlines]
     "llm.idle" = 60
+
+    [operations.codebase_indexing]   # any field of a type's timeout profile
+    per_item_s = 0.5
 """
 
 from __future__ import annotations
@@ -30,6 +33,7 @@ from urllib.parse import urlsplit
 
 from ._deadlines import SCOPES, DeadlineTable
 from ._llm_fallback import FallbackSpec, parse_fallback
+from ._operation_profile import TimeoutProfile, apply_profile_overrides, parse_profile_overrides
 from ._redis_url import parse_redis_url
 from ._site_policy import SitePolicy, parse_hosts, parse_origins
 
@@ -135,7 +139,14 @@ class Settings:
     allowed_hosts: tuple[str, ...] = ()
     allowed_origins: tuple[str, ...] = ()
     listen_backlog: int = 1024
+    operations_concurrency: int = 3
     deadlines: Mapping[str, float] = field(default_factory=dict)
+    #: ``{type: {profile field: value}}`` from the TOML ``[operations.<type>]`` tables.
+    operation_profiles: Mapping[str, Mapping[str, float]] = field(default_factory=dict)
+
+    def timeout_profiles(self) -> dict[str, TimeoutProfile]:
+        """Every operation type's effective timeout profile."""
+        return apply_profile_overrides(self.operation_profiles)
 
     def deadline_table(self) -> DeadlineTable:
         """A fresh scope table with this configuration's overrides."""
@@ -157,11 +168,15 @@ class Settings:
             *(f"fallback    {spec}" for spec in self.llm_fallback),
             f"api token   {'required' if self.api_token else 'not required'}",
             f"max upload  {self.max_upload_bytes} bytes",
+            f"operations  {self.operations_concurrency} at once",
             *self.site_policy().describe(),
         ]
         if self.deadlines:
             overrides = ", ".join(f"{name}={s:g}s" for name, s in sorted(self.deadlines.items()))
             lines.append(f"deadlines   {overrides}")
+        for type_name, table in sorted(self.operation_profiles.items()):
+            fields_set = ", ".join(f"{key}={value:g}" for key, value in sorted(table.items()))
+            lines.append(f"profile     {type_name}: {fields_set}")
         return lines
 
 
@@ -181,8 +196,9 @@ _FIELDS: dict[str, Callable[[Any], Any]] = {
     "allowed_hosts": parse_hosts,
     "allowed_origins": parse_origins,
     "listen_backlog": _backlog,
+    "operations_concurrency": _positive_int,
 }
-assert set(_FIELDS) | {"deadlines"} == {f.name for f in fields(Settings)}
+assert set(_FIELDS) | {"deadlines", "operation_profiles"} == {f.name for f in fields(Settings)}
 
 _DEADLINE_VARS = {spec.env_var: spec.name for spec in SCOPES}
 
@@ -212,6 +228,10 @@ def _from_toml(path: Path) -> dict[str, Any]:
                 if scope not in _DEADLINE_VARS.values():
                     raise ConfigError(scope_source, f"no deadline scope named {scope!r}")
                 deadlines[scope] = _parse(scope_source, _seconds, seconds)
+        elif key == "operations":
+            values["operation_profiles"] = _parse(
+                f"{path.name}: operations", parse_profile_overrides, raw
+            )
         elif key in _FIELDS:
             values[key] = _parse(source, _FIELDS[key], raw)
         else:

@@ -90,6 +90,35 @@ SCOPES: tuple[ScopeSpec, ...] = (
     ScopeSpec("service.start", 10.0, "opening the app's services at start-up"),
     ScopeSpec("service.stop", 5.0, "closing the app's services at shutdown"),
     ScopeSpec("server.shutdown", 3.0, "open connections finishing after SIGTERM/SIGINT"),
+    ScopeSpec(
+        "operation.run",
+        86400.0,
+        "one run of a long-running operation; each run's budget comes from its type's "
+        "timeout profile, and this is the ceiling no profile can raise it above",
+    ),
+    ScopeSpec(
+        "operation.item",
+        86400.0,
+        "one item of an operation, renewed by each heartbeat; the budget is the type's "
+        "per_item_s, and this is its ceiling",
+    ),
+    ScopeSpec(
+        "operation.lease",
+        10.0,
+        "how long an operation's lease outlives its owner's last heartbeat: after it, "
+        "another process adopts the operation",
+    ),
+    ScopeSpec(
+        "operation.heartbeat",
+        3.0,
+        "the period of lease renewals, and of the search for operations to adopt; "
+        "must be shorter than 'operation.lease'",
+    ),
+    ScopeSpec(
+        "operation.cancel",
+        5.0,
+        "waiting for a cancelled operation to stop, on whichever process runs it",
+    ),
 )
 
 # Fewer observations than this and the p99 is mostly noise.
@@ -239,8 +268,13 @@ def current_deadlines() -> DeadlineTable:
 
 
 @contextmanager
-def deadline(name: str) -> Iterator[trio.CancelScope]:
+def deadline(name: str, budget_s: float | None = None) -> Iterator[trio.CancelScope]:
     """Run the block within the budget of scope ``name``.
+
+    ``budget_s`` is for the few scopes whose budget is worked out per use (an
+    operation's run from its timeout profile): it replaces the table's budget
+    for this block, capped by it, and the block is still recorded, and reported
+    when it expires, under ``name``.
 
     Raises :class:`DeadlineExceeded` if this scope's budget expires while the
     block is blocked at a checkpoint; ``UnknownDeadlineScope`` (before running
@@ -251,7 +285,7 @@ def deadline(name: str) -> Iterator[trio.CancelScope]:
 
     It is a :func:`phased_deadline` with a single phase.
     """
-    with phased_deadline(name) as phase:
+    with phased_deadline(name, budget_s) as phase:
         yield phase.cancel_scope
 
 
@@ -261,14 +295,23 @@ class DeadlinePhase:
     Handed out by :func:`phased_deadline`, never built directly.
     """
 
-    __slots__ = ("_cancel_scope", "_scope", "_started", "_table")
+    __slots__ = ("_budget_s", "_cancel_scope", "_scope", "_started", "_table")
 
-    def __init__(self, table: DeadlineTable, first: str, cancel_scope: trio.CancelScope) -> None:
+    def __init__(
+        self,
+        table: DeadlineTable,
+        first: str,
+        cancel_scope: trio.CancelScope,
+        budget_s: float | None = None,
+    ) -> None:
         self._table = table
         self._scope = table[first]
+        self._budget_s = self._scope.budget_s
+        if budget_s is not None:
+            self._budget_s = min(budget_s, self._budget_s)
         self._started = trio.current_time()
         self._cancel_scope = cancel_scope
-        cancel_scope.deadline = self._started + self._scope.budget_s
+        cancel_scope.deadline = self._started + self._budget_s
 
     @property
     def name(self) -> str:
@@ -278,7 +321,7 @@ class DeadlinePhase:
     @property
     def budget_s(self) -> float:
         """The current phase's budget, counted from when the phase began."""
-        return self._scope.budget_s
+        return self._budget_s
 
     @property
     def cancel_scope(self) -> trio.CancelScope:
@@ -298,18 +341,37 @@ class DeadlinePhase:
         now = trio.current_time()
         self._scope.histogram.record(now - self._started)
         self._scope = scope
+        self._budget_s = scope.budget_s
         self._started = now
         self._cancel_scope.deadline = now + scope.budget_s
 
+    def extend(self) -> None:
+        """Give the current phase its whole budget again, from now (a heartbeat).
+
+        Unlike :meth:`switch`, the phase goes on: nothing is recorded until it ends.
+        """
+        self._cancel_scope.deadline = trio.current_time() + self._budget_s
+
+    def rebudget(self, budget_s: float) -> float:
+        """Give the current phase a new budget, counted from when it began.
+
+        For a budget worked out from what the block learns as it runs (an
+        operation that finds more items than estimated). Capped by the table's
+        budget for the scope; returns the budget now in force.
+        """
+        self._budget_s = min(budget_s, self._scope.budget_s)
+        self._cancel_scope.deadline = self._started + self._budget_s
+        return self._budget_s
+
     def _record_end(self, *, expired: bool) -> None:
         if expired:
-            self._scope.histogram.record(self._scope.budget_s, expired=True)
+            self._scope.histogram.record(self._budget_s, expired=True)
         else:
             self._scope.histogram.record(trio.current_time() - self._started)
 
 
 @contextmanager
-def phased_deadline(first: str) -> Iterator[DeadlinePhase]:
+def phased_deadline(first: str, budget_s: float | None = None) -> Iterator[DeadlinePhase]:
     """Run the block as a sequence of phases, each bounded by its own scope's budget.
 
     httpx's ``Timeout`` gives one request separate connect and read budgets;
@@ -334,7 +396,7 @@ def phased_deadline(first: str) -> Iterator[DeadlinePhase]:
     """
     table = current_deadlines()
     cancel_scope = trio.CancelScope()
-    phase = DeadlinePhase(table, first, cancel_scope)
+    phase = DeadlinePhase(table, first, cancel_scope, budget_s)
     cancelled_from_outside = False
     try:
         with cancel_scope:

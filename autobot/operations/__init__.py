@@ -1,0 +1,46 @@
+"""Long-running operations: typed, deadline-bound, checkpointed, resumable, adoptable."""
+
+from .._operation_profile import DEFAULT_PROFILES, OPERATION_TYPES, PROFILE_FIELDS, TimeoutProfile
+from . import builtin  # noqa: F401 - registers the built-in types
+from ._context import ItemOutcome, OperationContext, OperationFailed
+from ._execution import LocalRun, Outcome, execute, run_operation
+from ._model import (
+    FINISHED,
+    RESUMABLE,
+    OperationPriority,
+    OperationStatus,
+    operation_not_found,
+    parse_priority,
+)
+from ._registry import (
+    NoParams,
+    OperationRegistry,
+    OperationType,
+    operation_type,
+    registry,
+)
+
+__all__ = [
+    "DEFAULT_PROFILES",
+    "FINISHED",
+    "OPERATION_TYPES",
+    "PROFILE_FIELDS",
+    "RESUMABLE",
+    "ItemOutcome",
+    "LocalRun",
+    "NoParams",
+    "OperationContext",
+    "OperationFailed",
+    "OperationPriority",
+    "OperationRegistry",
+    "OperationStatus",
+    "OperationType",
+    "Outcome",
+    "TimeoutProfile",
+    "execute",
+    "operation_not_found",
+    "operation_type",
+    "parse_priority",
+    "registry",
+    "run_operation",
+]
