@@ -283,4 +283,10 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
             "AUTOBOT_DEADLINE_HEALTH_CHECK",
             f"{check_s:g} s must be shorter than the health deadline ({health_s:g} s)",
         )
+    heartbeat_s, lease_s = table.budget("operation.heartbeat"), table.budget("operation.lease")
+    if heartbeat_s >= lease_s:
+        raise ConfigError(
+            "AUTOBOT_DEADLINE_OPERATION_HEARTBEAT",
+            f"{heartbeat_s:g} s must be shorter than the operation lease ({lease_s:g} s)",
+        )
     return settings

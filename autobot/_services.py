@@ -9,7 +9,9 @@ lifespan still closes them). Nothing here knows about HTTP, nor which storage
 backend runs: the store reports its own health checks and breakers.
 
 Supervised here: ``health`` (the nursery health probes run in), ``storage``
-(the store keeper, below) and, through the keeper, the store's own tasks. A
+(the store keeper, below) and, through the keeper, the store's own tasks, and
+``operations`` (the long-running operations' runner, stopped first at shutdown
+so that running operations checkpoint while the store is still open). A
 service that fails on an outside fault is restarted with backoff and reported
 in ``/api/health``; a programming error in any of them ends :meth:`run` with
 that error (after setting :attr:`Services.crashed`), so the server can exit
@@ -47,6 +49,7 @@ from ._metrics import Metrics
 from ._supervisor import RestartPolicy, Supervisor, open_supervisor
 from .chat import ChatService
 from .llm import LLM, LLMHealthCheck, PromptTemplates, open_llm
+from .operations import OperationRunner
 from .storage import Store, open_store, store_is_critical
 
 __all__ = ["Services"]
@@ -114,6 +117,7 @@ class Services:
         self.stopped = trio.Event()
         self._long_lived: set[trio.CancelScope] = set()
         self.shutting_down = False
+        self.operations = OperationRunner(settings, lambda: self.store)
 
     @property
     def chat(self) -> ChatService:
@@ -218,8 +222,19 @@ class Services:
                         critical=store_is_critical(self.settings),
                         policy=STORE_RESTARTS,
                     )
+                    await supervisor.start("operations", self.operations.run)
                 task_status.started(self)
                 await self._stop_requested.wait()
+                # Before the store closes: running operations save their checkpoints.
+                with trio.CancelScope(shield=True):
+                    try:
+                        with deadline("service.stop"):
+                            await self.operations.shutdown()
+                    except DeadlineExceeded as error:
+                        log.error(
+                            "operations did not stop in time",
+                            extra=log_fields(error=str(error)),
+                        )
         except Exception:
             if self.supervisor is not None and self.supervisor.fatal_error is not None:
                 self.fatal_error = self.supervisor.fatal_error

@@ -19,6 +19,7 @@ from ._chats import chats
 from ._error_handlers import register_error_handlers
 from ._guards import install_guards
 from ._long_running import is_long_running
+from ._operations import operations
 from ._request import AutoBotRequest
 from ._system import system
 
@@ -98,6 +99,7 @@ def create_app(
     install_auth(app, settings.api_token)
     app.register_blueprint(system)
     app.register_blueprint(chats)
+    app.register_blueprint(operations)
 
     @app.before_serving
     async def open_services() -> None:

@@ -19,6 +19,7 @@ from ._registry import (
     operation_type,
     registry,
 )
+from ._runner import OperationRunner, progress_channel
 
 __all__ = [
     "DEFAULT_PROFILES",
@@ -33,6 +34,7 @@ __all__ = [
     "OperationFailed",
     "OperationPriority",
     "OperationRegistry",
+    "OperationRunner",
     "OperationStatus",
     "OperationType",
     "Outcome",
@@ -41,6 +43,7 @@ __all__ = [
     "operation_not_found",
     "operation_type",
     "parse_priority",
+    "progress_channel",
     "registry",
     "run_operation",
 ]

@@ -41,7 +41,7 @@ from typing import TYPE_CHECKING, Any
 import trio
 
 from .._deadlines import DeadlinePhase, phased_deadline
-from .._errors import AutoBotError
+from .._errors import AutoBotError, DeadlineExceeded, ServiceUnavailable
 from .._health import describe_error
 from .._latency import LatencyHistogram
 from .._logging import log_fields
@@ -154,10 +154,10 @@ class OperationContext:
         self._last_saved_at = self._started
         self._item_phase: DeadlinePhase | None = None
         self.run_phase: DeadlinePhase | None = None
-        #: Set whenever progress changed; the runner publishes and clears it.
+        #: Set whenever progress changed, and for a change to publish at once
+        #: (100 %); the runner replaces them as it publishes.
         self.progress_changed = trio.Event()
-        #: Set for a change that must be published at once (100 %).
-        self.publish_now = False
+        self.progress_urgent = trio.Event()
 
     # -- progress ------------------------------------------------------------------------
 
@@ -202,7 +202,7 @@ class OperationContext:
         self._rate.add(trio.current_time(), current["processed_items"])
         done, all_items = current["processed_items"], current["total_items"]
         if all_items and done >= all_items:
-            self.publish_now = True
+            self.progress_urgent.set()
         self.progress_changed.set()
 
     def _stretch_deadline(self, total: int) -> None:
@@ -310,7 +310,16 @@ class OperationContext:
         self._pending = state
         due = trio.current_time() - self._last_saved_at >= self.profile.checkpoint_interval_s
         if self._checkpoint_every_item or due:
-            await self.flush_checkpoint()
+            try:
+                await self.flush_checkpoint()
+            except (ServiceUnavailable, DeadlineExceeded) as error:
+                # The store is away for a moment: keep the state and try at the next
+                # call, rather than fail hours of work over one lost save.
+                log.warning(
+                    "checkpoint not saved",
+                    extra=log_fields(operation=self.id, error=describe_error(error)),
+                )
+                return False
             return True
         await trio.lowlevel.checkpoint()
         return False

@@ -104,7 +104,7 @@ async def run_operation(
     params: dict[str, Any] | None = None,
     *,
     settings: Settings,
-    store: Store,
+    store: Store | None = None,
     checkpoint: dict[str, Any] | None = None,
     estimated_items: int | None = None,
     types: OperationRegistry = registry,
@@ -113,7 +113,8 @@ async def run_operation(
 
     Checkpoints are kept in memory and the last one is returned, so a second
     call with ``checkpoint=`` resumes from it, as the runner would. The profile
-    is the type's, with the settings' overrides applied.
+    is the type's, with the settings' overrides applied. ``store`` may be left
+    out for a type that does not use one (``ctx.store`` is then unusable).
     """
     op_type = types[type_name]
     parsed = op_type.parse_params(params)
@@ -128,7 +129,7 @@ async def run_operation(
         profile=op_type.profile.with_overrides(settings.operation_profiles.get(type_name, {})),
         checkpoint_every_item=op_type.checkpoint_every_item,
         settings=settings,
-        store=store,
+        store=store,  # type: ignore[arg-type]
         resume_state=None if checkpoint is None else checkpoint["state"],
         resumed_items=0 if checkpoint is None else checkpoint["processed_items"],
         failures=() if checkpoint is None else checkpoint.get("failures", ()),
