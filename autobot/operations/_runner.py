@@ -153,7 +153,9 @@ class OperationRunner:
             run.stop("shutdown")
         for run in runs:
             await run.done.wait()
-        store = self._store()
+        store = self._store_or_none()
+        if store is None:  # the leases lapse by themselves
+            return
         for operation_id in list(self._owned):
             await self._give_up(store, operation_id)
 
