@@ -43,8 +43,9 @@ def _check_seconds(name: str, value: Any, *, allow_zero: bool = False) -> None:
 class TimeoutProfile:
     """How long one type of operation may run, and how often it saves and reports.
 
-    ``per_item_s`` is also the budget of one item (``OperationContext.item``):
-    an item that runs longer without a heartbeat fails, and counts towards
+    ``per_item_s`` is also the budget of one item (``OperationContext.item``,
+    never less than 1 s): an item that runs longer without a heartbeat fails,
+    and counts towards
     ``failure_threshold``, the number of failed items at which the whole
     operation gives up as ``failed``.
     """

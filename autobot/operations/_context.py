@@ -62,6 +62,9 @@ log = logging.getLogger("autobot.operations")
 _RATE_WINDOW_S = 30.0
 # Failed items kept in the result in full; the rest are only counted.
 _FAILURES_KEPT = 100
+# The least one item is given, whatever its type's average per_item_s: below
+# a second, scheduling and disk noise alone would fail items.
+MIN_ITEM_BUDGET_S = 1.0
 
 
 class OperationFailed(AutoBotError):
@@ -234,7 +237,7 @@ class OperationContext:
 
     @asynccontextmanager
     async def item(self, name: str) -> AsyncIterator[ItemOutcome]:
-        """Run one item within ``per_item_s`` (renewed by :meth:`heartbeat`).
+        """Run one item within ``per_item_s`` (at least 1 s; renewed by :meth:`heartbeat`).
 
         An item that raises, or outlives its budget, is recorded as failed and
         the block ends normally: read ``outcome.ok``. The failure that reaches
@@ -244,7 +247,8 @@ class OperationContext:
         outcome = ItemOutcome(name)
         started = trio.current_time()
         try:
-            with phased_deadline("operation.item", self.profile.per_item_s) as phase:
+            budget_s = max(self.profile.per_item_s, MIN_ITEM_BUDGET_S)
+            with phased_deadline("operation.item", budget_s) as phase:
                 self._item_phase = phase
                 yield outcome
         except Exception as error:  # an item's failure is data, not a crash
