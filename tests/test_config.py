@@ -11,6 +11,7 @@ import sys
 import pytest
 
 from autobot import ConfigError, Settings, load_settings
+from autobot._operation_profile import DEFAULT_PROFILES
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 
@@ -248,3 +249,48 @@ def test_which_hosts_are_answered(changes: dict, host: str | None, allowed: bool
 def test_which_origins_are_answered(changes: dict, origin: str, host: str, allowed: bool) -> None:
     policy = dataclasses.replace(Settings(), **changes).site_policy()
     assert policy.origin_allowed(origin, host, LOCAL) is allowed
+
+
+def test_operation_profiles_are_overridden_per_type_and_field(tmp_path: pathlib.Path) -> None:
+    config = tmp_path / "autobot.toml"
+    config.write_text(
+        "[operations.codebase_indexing]\nbase_s = 60\nper_item_s = 0.5\nmax_s = 3600\n"
+        "[operations.cleanup_operation]\nfailure_threshold = 5\n"
+    )
+    settings = load_settings({"AUTOBOT_CONFIG": str(config), "AUTOBOT_OPERATIONS_CONCURRENCY": "5"})
+    profiles = settings.timeout_profiles()
+    assert settings.operations_concurrency == 5
+    assert (profiles["codebase_indexing"].base_s, profiles["codebase_indexing"].max_s) == (60, 3600)
+    assert profiles["codebase_indexing"].per_item_s == 0.5
+    assert profiles["codebase_indexing"].checkpoint_interval_s == 30  # the default stays
+    assert profiles["cleanup_operation"].failure_threshold == 5
+    assert profiles["security_scan"] == DEFAULT_PROFILES["security_scan"]
+    assert any("codebase_indexing" in line for line in settings.summary())
+
+
+@pytest.mark.parametrize(
+    ("toml", "problem"),
+    [
+        ("[operations.indexing]\nbase_s = 1\n", "'indexing' is not an operation type"),
+        ("[operations.security_scan]\ntimeout = 1\n", "security_scan.timeout: not a profile"),
+        ("[operations.security_scan]\nbase_s = -1\n", "base_s: -1 is not a positive"),
+        ("[operations.security_scan]\nbase_s = 'x'\n", "base_s: 'x' is not a positive"),
+        ("[operations.security_scan]\nbase_s = 90000\n", "base_s (90000) is more than max_s"),
+        ("[operations.security_scan]\nfailure_threshold = 0\n", "failure_threshold: 0"),
+        ("operations = 3\n", "must be a table"),
+    ],
+)
+def test_bad_operation_profiles_stop_start_up_naming_the_key(
+    tmp_path: pathlib.Path, toml: str, problem: str
+) -> None:
+    config = tmp_path / "autobot.toml"
+    config.write_text(toml)
+    with pytest.raises(ConfigError) as error:
+        load_settings({"AUTOBOT_CONFIG": str(config)})
+    assert problem in str(error.value)
+    assert str(error.value).startswith("autobot.toml: operations")
+
+
+def test_the_heartbeat_must_be_shorter_than_the_lease() -> None:
+    with pytest.raises(ConfigError, match="shorter than the operation lease"):
+        load_settings({"AUTOBOT_DEADLINE_OPERATION_HEARTBEAT": "10"})
