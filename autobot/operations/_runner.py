@@ -582,7 +582,7 @@ class OperationRunner:
         if store is None or self._stopping:
             return
         try:
-            records = await store.list_operations()
+            records = await store.list_operations(unfinished_only=True)
             for record in reversed(records):  # oldest first, so FIFO holds
                 operation_id = record["id"]
                 if record["status"] not in _ACTIVE or operation_id in self._owned:

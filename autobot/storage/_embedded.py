@@ -28,6 +28,7 @@ from ._embedded_state import EmbeddedState
 from ._fanout import Fanout
 from ._journal import COMPACT_AFTER_BYTES, Journal
 from ._models import (
+    UNFINISHED_OPERATION_STATUSES,
     Chat,
     Fact,
     InboxMessage,
@@ -183,9 +184,12 @@ class EmbeddedStore:
         await trio.lowlevel.checkpoint()
         return copy.deepcopy(self._state.operations.get(operation_id))
 
-    async def list_operations(self) -> list[dict[str, Any]]:
+    async def list_operations(self, *, unfinished_only: bool = False) -> list[dict[str, Any]]:
         await trio.lowlevel.checkpoint()
-        return copy.deepcopy(list(reversed(self._state.operations.values())))
+        records = reversed(self._state.operations.values())
+        if unfinished_only:  # in memory already: a filter is the index
+            records = (r for r in records if r.get("status") in UNFINISHED_OPERATION_STATUSES)
+        return copy.deepcopy(list(records))
 
     async def put_checkpoint(self, operation_id: str, checkpoint: dict[str, Any]) -> None:
         await self._commit_one(

@@ -105,8 +105,14 @@ class Store(Protocol):
 
     async def get_operation(self, operation_id: str) -> dict[str, Any] | None: ...
 
-    async def list_operations(self) -> list[dict[str, Any]]:
-        """Every operation record, newest first (by first ``put``)."""
+    async def list_operations(self, *, unfinished_only: bool = False) -> list[dict[str, Any]]:
+        """Every operation record, newest first (by first ``put``).
+
+        ``unfinished_only``: just the records whose ``status`` is ``queued`` or
+        ``running``, read from an index kept with every put, so that the search
+        for operations to adopt costs what is unfinished, not every operation
+        ever run.
+        """
         ...
 
     async def put_checkpoint(self, operation_id: str, checkpoint: dict[str, Any]) -> None:

@@ -18,6 +18,7 @@ from typing import Any
 from .._errors import NotFound, echo
 
 __all__ = [
+    "UNFINISHED_OPERATION_STATUSES",
     "Chat",
     "Fact",
     "InboxMessage",
@@ -40,6 +41,10 @@ def now() -> tuple[str, int]:
     epoch_ms = time.time_ns() // 1_000_000
     iso = datetime.fromtimestamp(epoch_ms / 1000, UTC).isoformat(timespec="milliseconds")
     return iso.replace("+00:00", "Z"), epoch_ms
+
+
+#: Operation statuses the store indexes, for ``list_operations(unfinished_only=True)``.
+UNFINISHED_OPERATION_STATUSES = frozenset({"queued", "running"})
 
 
 def chat_not_found(chat_id: str) -> NotFound:

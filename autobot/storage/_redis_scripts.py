@@ -12,6 +12,8 @@ has the full table:
 * ``P chats`` ZSET of chat ids scored by ``P clock`` at the last change
 * ``P chat:<id>`` HASH id, title, created_at, updated_at
 * ``P chat:<id>:messages`` LIST of message JSON
+* ``P operations`` ZSET of operation ids in order of first put, ``P operation:<id>``
+  the record's JSON, ``P operations:unfinished`` SET of the ids queued or running
 """
 
 from __future__ import annotations
@@ -70,6 +72,20 @@ if redis.call('ZSCORE', KEYS[1], ARGV[1]) == false then
   redis.call('ZADD', KEYS[1], redis.call('INCR', KEYS[2]), ARGV[1])
 end
 redis.call('SET', KEYS[3], ARGV[2])
+return 1
+"""
+
+# KEYS: order zset, clock, value key, unfinished set.  ARGV: id, json, "1" if unfinished
+_PUT_OPERATION = """
+if redis.call('ZSCORE', KEYS[1], ARGV[1]) == false then
+  redis.call('ZADD', KEYS[1], redis.call('INCR', KEYS[2]), ARGV[1])
+end
+redis.call('SET', KEYS[3], ARGV[2])
+if ARGV[3] == '1' then
+  redis.call('SADD', KEYS[4], ARGV[1])
+else
+  redis.call('SREM', KEYS[4], ARGV[1])
+end
 return 1
 """
 
@@ -137,6 +153,7 @@ SCRIPTS = {
         "append_message": _APPEND_MESSAGE,
         "delete_chat": _DELETE_CHAT,
         "put_ordered": _PUT_ORDERED,
+        "put_operation": _PUT_OPERATION,
         "delete_ordered": _DELETE_ORDERED,
         "claim_lease": _CLAIM_LEASE,
         "renew_lease": _RENEW_LEASE,

@@ -37,6 +37,7 @@ from .._supervisor import RestartPolicy, Supervisor, using_supervisor
 from ..redis import Redis, RedisHealthCheck
 from ._fanout import Fanout
 from ._models import (
+    UNFINISHED_OPERATION_STATUSES,
     Chat,
     Fact,
     InboxMessage,
@@ -236,14 +237,36 @@ class RedisStore:
     # -- long-running operations ----------------------------------------------------------
 
     async def put_operation(self, operation: dict[str, Any]) -> None:
-        await self._put_ordered("operation", operation["id"], operation)
+        operation_id = operation["id"]
+        unfinished = operation.get("status") in UNFINISHED_OPERATION_STATUSES
+        await self._run(
+            "put_operation",
+            [
+                self._key("operations"),
+                self._key("clock"),
+                self._key("operation", operation_id),
+                self._key("operations", "unfinished"),
+            ],
+            [operation_id, _dumps(operation), "1" if unfinished else "0"],
+        )
 
     async def get_operation(self, operation_id: str) -> dict[str, Any] | None:
         raw = await self.client.get(self._key("operation", operation_id))
         return None if raw is None else json.loads(raw)
 
-    async def list_operations(self) -> list[dict[str, Any]]:
-        return await self._list_ordered("operation", newest_first=True)
+    async def list_operations(self, *, unfinished_only: bool = False) -> list[dict[str, Any]]:
+        if not unfinished_only:
+            return await self._list_ordered("operation", newest_first=True)
+        ids = list(await self.client.smembers(self._key("operations", "unfinished")))
+        if not ids:
+            return []
+        scores = await self.client.zmscore(self._key("operations"), ids)
+        ordered = sorted(
+            (score, item_id) for score, item_id in zip(scores, ids, strict=True) if score
+        )
+        values = await self.client.mget([self._key("operation", i) for _, i in reversed(ordered)])
+        records = [json.loads(value) for value in values if value is not None]
+        return [r for r in records if r.get("status") in UNFINISHED_OPERATION_STATUSES]
 
     async def put_checkpoint(self, operation_id: str, checkpoint: dict[str, Any]) -> None:
         await self.client.set(self._key("checkpoint", operation_id), _dumps(checkpoint))

@@ -416,3 +416,13 @@ async def test_export_then_import_reproduces_everything(store: Store, tmp_path) 
         assert await target.get_checkpoint("op") == {"cursor": 3}
         assert await target.list_agents() == ["busy", "idle"]
         assert [m.body for m in await target.pop_inbox("busy", 5)] == [{"n": 1}]
+
+
+async def test_unfinished_operations_are_listed_from_their_index(store: Store) -> None:
+    for operation_id, status in [("a", "queued"), ("b", "completed"), ("c", "running")]:
+        await store.put_operation({"id": operation_id, "status": status})
+    assert [op["id"] for op in await store.list_operations(unfinished_only=True)] == ["c", "a"]
+    await store.put_operation({"id": "a", "status": "cancelled"})
+    await store.put_operation({"id": "b", "status": "queued"})  # resumed
+    assert [op["id"] for op in await store.list_operations(unfinished_only=True)] == ["c", "b"]
+    assert [op["id"] for op in await store.list_operations()] == ["c", "b", "a"]
