@@ -73,6 +73,17 @@ def _lease(operation_id: str) -> str:
     return f"operation:{operation_id}"
 
 
+def _cancel_mark(operation_id: str) -> str:
+    """A lease that says "cancel this", for an owner that missed the message (it died)."""
+    return f"operation-cancel:{operation_id}"
+
+
+# How long a cancel request waits for an operation whose owner died to be adopted.
+_CANCEL_MARK_S = 86400.0
+# Every process sets and clears the mark under one name, so any of them can clear it.
+_CANCEL_MARK_OWNER = "cancel-requested"
+
+
 def _final_message(status: OperationStatus, outcome: Outcome | None) -> str:
     if status is OperationStatus.COMPLETED:
         return "completed"
@@ -269,6 +280,8 @@ class OperationRunner:
         return await self._cancel_remote(store, operation_id)
 
     async def _cancel_remote(self, store: Store, operation_id: str) -> dict[str, Any]:
+        # If the owner dies before it hears the message, whoever adopts it sees this.
+        await store.claim_lease(_cancel_mark(operation_id), _CANCEL_MARK_OWNER, _CANCEL_MARK_S)
         with deadline("operation.cancel"):
             async with store.subscribe(progress_channel(operation_id)) as messages:
                 await store.publish(CONTROL_CHANNEL, {"action": "cancel", "id": operation_id})
@@ -289,6 +302,7 @@ class OperationRunner:
             raise operation_conflict(
                 record, "resumed while another process holds it", "operation_busy"
             )
+        await store.release_lease(_cancel_mark(operation_id), _CANCEL_MARK_OWNER)
         record.update(status=OperationStatus.QUEUED.value, error=None, finished_at=None)
         record["progress"]["status_message"] = "queued to resume"
         await store.put_operation(record)
@@ -345,6 +359,10 @@ class OperationRunner:
         except AutoBotError as error:  # stored by another version of the server
             outcome = Outcome(OperationStatus.FAILED, None, error.to_body()["error"])
             await self._finish(store, record, OperationStatus.FAILED, outcome, None)
+            await self._give_up(store, operation_id)
+            return
+        if await store.lease_owner(_cancel_mark(operation_id)) is not None:
+            await self._finish(store, record, OperationStatus.CANCELLED, None, None)
             await self._give_up(store, operation_id)
             return
         checkpoint = await store.get_checkpoint(operation_id)

@@ -183,3 +183,31 @@ async def test_types_report_observed_seconds_per_item(start_runner: RunnerFactor
     assert observed["items"] == 60
     assert 0.001 <= observed["per_item_p50_s"] <= observed["per_item_p99_s"] < 1
     assert observed["suggested_per_item_s"] < entry["profile"]["per_item_s"]
+
+
+async def test_a_cancel_sent_to_another_runner_stops_the_operation_there(
+    start_runner: RunnerFactory, journal: Journal
+) -> None:
+    owner = await start_runner()
+    other = await start_runner()
+    record = await owner.submit("count_items", {"items": 1000, "item_s": 0.01})
+    await journal.until(lambda: len(journal.finished_items(record["id"])) >= 2)
+    with trio.fail_after(2):
+        cancelled = await other.cancel(record["id"])
+    assert cancelled["status"] == "cancelled"
+    assert owner.running == [] and other.running == []
+
+
+async def test_a_queued_operation_of_another_runner_is_cancelled_there(
+    start_runner: RunnerFactory, journal: Journal
+) -> None:
+    owner = await start_runner(concurrency=1)
+    other = await start_runner()
+    blocker = await owner.submit("count_items", {"items": 1, "hold": True})
+    waiting = await owner.submit("count_items", {"items": 1})
+    await journal.until(lambda: blocker["id"] in journal.started)
+    with trio.fail_after(2):
+        assert (await other.cancel(waiting["id"]))["status"] == "cancelled"
+    journal.release.set()
+    assert (await reaches(owner, blocker["id"]))["status"] == "completed"
+    assert waiting["id"] not in journal.started
