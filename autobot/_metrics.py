@@ -117,6 +117,21 @@ class _SupervisionCollector(Collector):
         yield from (up, restarts, dropped, probes)
 
 
+class _OperationsCollector(Collector):
+    def __init__(self, counts: Callable[[], Mapping[str, int]]) -> None:
+        self._counts = counts
+
+    def collect(self) -> Iterable[Metric]:
+        gauge = GaugeMetricFamily(
+            "autobot_operations",
+            "Operations this process holds, by state (queued here or running here)",
+            labels=["state"],
+        )
+        for state, count in self._counts().items():
+            gauge.add_metric([state], count)
+        yield gauge
+
+
 def _token_counts(stats: Mapping[str, Any]) -> tuple[int | None, int | None]:
     """(prompt, completion) tokens as the provider reported them, if it did."""
     if "eval_count" in stats or "prompt_eval_count" in stats:  # Ollama
@@ -160,6 +175,13 @@ class Metrics:
             ["kind"],
             registry=self.registry,
         )
+        self.operation_runs = Counter(
+            "autobot_operation_runs",
+            "Runs of long-running operations in this process, by type and how they ended "
+            "(a finished status, or interrupted by shutdown, or lease_lost)",
+            ["type", "status"],
+            registry=self.registry,
+        )
         self.registry.register(_DeadlineCollector(current_deadlines))
 
     def watch_breakers(self, snapshots: Callable[[], list[dict[str, Any]]]) -> None:
@@ -185,6 +207,10 @@ class Metrics:
             self.llm_tokens.labels("prompt").inc(prompt)
         if completion:
             self.llm_tokens.labels("completion").inc(completion)
+
+    def watch_operations(self, counts: Callable[[], Mapping[str, int]]) -> None:
+        """Export this process's operation queue: ``counts()`` maps queued/running to numbers."""
+        self.registry.register(_OperationsCollector(counts))
 
     def observe_request(self, method: str, route: str, status: int, seconds: float) -> None:
         self.requests.labels(method, route, str(status)).inc()

@@ -117,7 +117,8 @@ class Services:
         self.stopped = trio.Event()
         self._long_lived: set[trio.CancelScope] = set()
         self.shutting_down = False
-        self.operations = OperationRunner(settings, lambda: self.store)
+        self.operations = OperationRunner(settings, lambda: self.store, metrics=self.metrics)
+        self.metrics.watch_operations(self.operations.counts)
 
     @property
     def chat(self) -> ChatService:

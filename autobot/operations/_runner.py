@@ -39,6 +39,7 @@ from .._errors import AutoBotError
 from .._health import describe_error
 from .._latency import LatencyHistogram
 from .._logging import log_fields
+from .._metrics import Metrics
 from .._operation_profile import TimeoutProfile
 from ..files import resolve_client_path
 from ..storage import Store, new_id, now
@@ -118,8 +119,10 @@ class OperationRunner:
         store: Callable[[], Store],
         *,
         types: OperationRegistry = registry,
+        metrics: Metrics | None = None,
     ) -> None:
         self.settings = settings
+        self._metrics = metrics
         self._store = store
         self.types = types
         overrides = settings.operation_profiles
@@ -173,6 +176,15 @@ class OperationRunner:
     @property
     def running(self) -> list[str]:
         return list(self._running)
+
+    def counts(self) -> dict[str, int]:
+        """Operations this process holds: queued here, running here."""
+        queued = sum(len(queue) for queue in self._queues.values())
+        return {"queued": queued, "running": len(self._running)}
+
+    def _count_run(self, type_name: str, ending: str) -> None:
+        if self._metrics is not None:
+            self._metrics.operation_runs.labels(type_name, ending).inc()
 
     # -- submitting, reading -----------------------------------------------------------------
 
@@ -443,6 +455,10 @@ class OperationRunner:
         outcome: Outcome | None,
     ) -> None:
         operation_id = record["id"]
+        ending = outcome.status.value if outcome else run.reason or "cancel"
+        self._count_run(
+            record["type"], {"cancel": "cancelled", "shutdown": "interrupted"}.get(ending, ending)
+        )
         if outcome is not None:
             await self._finish(store, record, outcome.status, outcome, ctx)
             if outcome.status is OperationStatus.COMPLETED:
