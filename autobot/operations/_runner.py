@@ -455,9 +455,18 @@ class OperationRunner:
         outcome: Outcome | None,
     ) -> None:
         operation_id = record["id"]
-        ending = outcome.status.value if outcome else run.reason or "cancel"
-        self._count_run(
-            record["type"], {"cancel": "cancelled", "shutdown": "interrupted"}.get(ending, ending)
+        reason = outcome.status.value if outcome else run.reason or "cancel"
+        ending = {"cancel": "cancelled", "shutdown": "interrupted"}.get(reason, reason)
+        self._count_run(record["type"], ending)
+        log.info(
+            "operation run ended",
+            extra=log_fields(
+                operation=operation_id,
+                type=record["type"],
+                ending=ending,
+                attempts=record["attempts"],
+                processed_items=ctx.processed_items,
+            ),
         )
         if outcome is not None:
             await self._finish(store, record, outcome.status, outcome, ctx)
