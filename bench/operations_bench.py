@@ -165,9 +165,16 @@ async def measure_adoption(work: Path, redis_url: str, rounds: int) -> list[floa
     plant_slow_suite(work)
     environ = {"AUTOBOT_REDIS_URL": redis_url, "AUTOBOT_DATA_DIR": str(work)}
     seconds = []
-    async with run_server(environ) as watcher, httpx.AsyncClient(base_url=watcher.url) as other:
+    timeout = httpx.Timeout(30.0)
+    async with (
+        run_server(environ) as watcher,
+        httpx.AsyncClient(base_url=watcher.url, timeout=timeout) as other,
+    ):
         for _ in range(rounds):
-            async with run_server(environ) as owner, httpx.AsyncClient(base_url=owner.url) as on:
+            async with (
+                run_server(environ) as owner,
+                httpx.AsyncClient(base_url=owner.url, timeout=timeout) as on,
+            ):
                 response = await on.post(
                     "/api/operations/testing/comprehensive", json={"path": "suite"}
                 )
@@ -206,6 +213,7 @@ def main() -> None:
             report("embedded", trio.run(embedded), sqlite_peer(work, args.saves), "SQLite FULL")
             report("redis", trio.run(on_redis), redis_py_peer(redis.url, args.saves), "redis-py")
             if args.adoptions:
+                redis.command("FLUSHALL")  # the checkpoint records above are not to adopt
                 adoption = trio.run(measure_adoption, work / "adopt", redis.url, args.adoptions)
                 print(
                     "SIGKILL to adoption (default lease 10 s, heartbeat 3 s): "
