@@ -81,7 +81,7 @@ def operation_conflict(record: dict[str, Any], wanted: str, code: str) -> Confli
     return Conflict(
         f"operation {record['id']} is {record['status']}: it cannot be {wanted}",
         code=code,
-        status=record["status"],
+        operation_status=record["status"],
     )
 
 
