@@ -161,6 +161,8 @@ class OperationContext:
         #: (100 %); the runner replaces them as it publishes.
         self.progress_changed = trio.Event()
         self.progress_urgent = trio.Event()
+        #: Called after every progress report (``run_operation``'s ``stop_when``).
+        self.on_progress: Callable[[], None] | None = None
 
     # -- progress ------------------------------------------------------------------------
 
@@ -207,6 +209,8 @@ class OperationContext:
         if all_items and done >= all_items:
             self.progress_urgent.set()
         self.progress_changed.set()
+        if self.on_progress is not None:
+            self.on_progress()
 
     def _stretch_deadline(self, total: int) -> None:
         if self.run_phase is not None:

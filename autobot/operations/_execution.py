@@ -10,9 +10,11 @@ nothing, to run a type in-process (scripts, tests of a new type).
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+import trio
 from pydantic import BaseModel
 
 from .._config import Settings
@@ -108,6 +110,7 @@ async def run_operation(
     checkpoint: dict[str, Any] | None = None,
     estimated_items: int | None = None,
     types: OperationRegistry = registry,
+    stop_when: Callable[[OperationContext], bool] | None = None,
 ) -> LocalRun:
     """Run one operation in this task, without a runner: no queue, no lease, no record.
 
@@ -115,6 +118,14 @@ async def run_operation(
     call with ``checkpoint=`` resumes from it, as the runner would. The profile
     is the type's, with the settings' overrides applied. ``store`` may be left
     out for a type that does not use one (``ctx.store`` is then unusable).
+
+    ``stop_when(ctx)`` is asked after every progress report; once it says
+    yes, the run is cancelled at its next ``await``, as a user's cancel would
+    cancel it, and ends ``cancelled`` with the checkpoint the runner would
+    save. Tests of a type use it to interrupt a run at an exact item::
+
+        first = await run_operation(..., stop_when=lambda ctx: ctx.processed_items >= 3)
+        second = await run_operation(..., checkpoint=first.checkpoint)
     """
     op_type = types[type_name]
     parsed = op_type.parse_params(params)
@@ -136,5 +147,16 @@ async def run_operation(
         failed_count=0 if checkpoint is None else checkpoint.get("failed_count", 0),
         save_checkpoint=keep,
     )
-    outcome = await execute(op_type, ctx, parsed, estimated_items)
+    with trio.CancelScope() as stopped:
+        if stop_when is not None:
+
+            def stop_if_asked() -> None:
+                if stop_when(ctx):
+                    stopped.cancel()
+
+            ctx.on_progress = stop_if_asked
+        outcome = await execute(op_type, ctx, parsed, estimated_items)
+    if stopped.cancelled_caught:
+        await ctx.flush_checkpoint()
+        outcome = Outcome(OperationStatus.CANCELLED)
     return LocalRun(outcome, ctx, saved[-1] if saved else checkpoint)

@@ -162,3 +162,15 @@ async def test_checkpoints_are_saved_at_most_once_per_interval(
     assert saved == [5, 10]
     await ctx.flush_checkpoint()  # what a cancel, a shutdown or an expiry saves
     assert saved == [5, 10, 12]
+
+
+async def test_stop_when_interrupts_at_an_exact_item_and_the_resume_finishes(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    first = await run({"items": 10}, stop_when=lambda ctx: ctx.processed_items >= 3)
+    assert first.outcome.status is OperationStatus.CANCELLED
+    assert first.checkpoint["processed_items"] == 3
+    assert first.checkpoint["state"] == {"next": 3}
+    second = await run({"items": 10}, checkpoint=first.checkpoint)
+    assert second.outcome.result == {"done": 10}
+    assert second.context.resumed_items == 3
