@@ -1,14 +1,75 @@
-"""Resolving client paths inside the files root (a first version; see docs/files.md)."""
+"""Resolving client paths inside the files root: the one resolver every feature uses.
+
+A client names a file by a ``/``-separated path relative to the files root.
+:func:`resolve_client_path` turns it into an absolute path inside the root,
+or refuses it. The rules, in the order they are checked:
+
+1. **Spelling** (no file system access): ``400 path_outside_root`` for a path
+   that contains a NUL byte or a backslash, starts with ``/``, or has a
+   segment made only of dots and white space other than a lone ``.``
+   (``..``, ``...``, ``. .``, ``" "``). Empty and ``.`` segments are no-ops,
+   so ``""`` and ``"."`` name the root itself.
+2. **Disguises**: the same checks hold for the path after percent-decoding it,
+   once and again (up to four rounds, so ``%252e`` counts as ``.``), and for
+   the Unicode NFKC form of each of those spellings, so fullwidth dots
+   (``．．``), the two-dot leader (``‥``) or a fullwidth solidus cannot smuggle
+   a ``..`` or a separator past a layer that normalises. Besides, any percent
+   escape of ``.``, ``/``, ``\\`` or NUL (``%2e``, ``%2F``, ``%5c``, ``%00``, in
+   either case, at any round; the overlong UTF-8 leads ``%c0``/``%c1``; the
+   ``%u002e`` style) is refused outright, even where the decoded path would be
+   harmless: no legitimate name needs one, and refusing is simpler to reason
+   about than proving each harmless. Other escapes (``a%20b``) are ordinary
+   characters: the file is called ``a%20b``; nothing here decodes a path.
+3. **Lengths**: ``422 path_too_long`` (a :class:`ValidationFailed`) for a
+   segment over ``NAME_MAX`` (255 bytes) or a path over ``PATH_MAX`` (4,096
+   bytes), the client path and the resolved absolute path alike.
+4. **Symbolic links**: the path is walked one component at a time with
+   ``os.lstat``; a link is read with ``os.readlink`` and its target walked in
+   turn (relative to the link's directory, or from ``/``). Each link's target,
+   once resolved, must lie inside the root, or the path is refused
+   ``path_outside_root``: a link to a directory inside the root is fine, a
+   link to ``/etc`` or a chain of links that ends outside is not, whatever
+   the remaining components. More than 40 links in one path is refused the
+   same way (a loop). A component missing while the walk is outside the root
+   is refused too, so the answer never says whether something outside exists.
+5. **Existence**: with ``must_exist``, a missing component is ``404
+   file_not_found``. Without it, the missing tail is appended as given (it
+   holds no links, since it does not exist), for a caller about to create it.
+
+The result is the real path: symbolic links replaced by their (inside)
+targets. The check is made at one moment; a caller that writes should still
+create with ``O_EXCL``/``O_NOFOLLOW`` where it matters, since only the server
+writes under the root.
+"""
 
 from __future__ import annotations
 
+import errno
 import os
+import re
+import stat
+import unicodedata
+from collections import deque
 from pathlib import Path
+from urllib.parse import unquote
 
-from .._errors import BadRequest, NotFound, echo
+from .._errors import BadRequest, NotFound, ValidationFailed, echo
 from ._io import run_file_io
 
-__all__ = ["resolve_client_path"]
+__all__ = ["NAME_MAX", "PATH_MAX", "check_client_path", "resolve_client_path"]
+
+#: Longest file name, in bytes (Linux ``NAME_MAX``).
+NAME_MAX = 255
+#: Longest path, in bytes (Linux ``PATH_MAX``).
+PATH_MAX = 4096
+
+# Links followed in one resolution before it counts as a loop (Linux's own limit).
+_MAX_LINKS = 40
+# Percent-decoding rounds checked; a path still changing after them is refused.
+_DECODE_ROUNDS = 4
+_DISGUISED_ESCAPE = re.compile(r"%(?:2e|2f|5c|00|c0|c1|u002e|u002f|u005c|u0000)", re.IGNORECASE)
+# Marks, in the queue of components to walk, the end of one link's target.
+_END_OF_LINK = object()
 
 
 def _outside(client_path: str) -> BadRequest:
@@ -17,23 +78,127 @@ def _outside(client_path: str) -> BadRequest:
     )
 
 
-def _resolve(root: Path, client_path: str, must_exist: bool) -> Path:
-    if "\x00" in client_path or "\\" in client_path or client_path.startswith("/"):
+def _too_long(client_path: str, what: str) -> ValidationFailed:
+    return ValidationFailed(
+        f"path {echo(client_path)}: {what}",
+        code="path_too_long",
+        fields=[{"field": "path", "message": what}],
+    )
+
+
+def _only_dots_and_space(name: str) -> bool:
+    return all(char == "." or char.isspace() for char in name)
+
+
+def _spelling_is_safe(spelling: str) -> bool:
+    if "\x00" in spelling or "\\" in spelling or spelling.startswith("/"):
+        return False
+    for segment in spelling.split("/"):
+        if segment in ("", "."):
+            continue
+        if _only_dots_and_space(segment):
+            return False
+        normal = unicodedata.normalize("NFKC", segment)
+        if normal == segment:
+            continue
+        if any(char in normal for char in "/\\\x00") or _only_dots_and_space(normal):
+            return False
+    return True
+
+
+def check_client_path(client_path: str) -> list[str]:
+    """The segments of ``client_path`` once rules 1 to 3 hold (no file system access).
+
+    Raises ``BadRequest`` ``path_outside_root`` or ``ValidationFailed``
+    ``path_too_long``; ``[]`` for the root itself.
+    """
+    if not isinstance(client_path, str):
         raise _outside(client_path)
-    parts = [part for part in client_path.split("/") if part not in ("", ".")]
-    if any(part == ".." for part in parts):
+    spelling = client_path
+    for _ in range(_DECODE_ROUNDS):
+        if _DISGUISED_ESCAPE.search(spelling) or not _spelling_is_safe(spelling):
+            raise _outside(client_path)
+        decoded = unquote(spelling, errors="replace")
+        if decoded == spelling:
+            break
+        spelling = decoded
+    else:
         raise _outside(client_path)
-    root = root.resolve()
-    root.mkdir(parents=True, exist_ok=True)
-    candidate = root.joinpath(*parts)
-    real = Path(os.path.realpath(candidate))
-    if real != root and root not in real.parents:
+    try:
+        encoded = os.fsencode(client_path)
+    except UnicodeEncodeError:  # a lone surrogate: no file in the root can have that name
+        raise _outside(client_path) from None
+    if len(encoded) > PATH_MAX:
+        raise _too_long(client_path, f"longer than {PATH_MAX} bytes")
+    segments = [segment for segment in client_path.split("/") if segment not in ("", ".")]
+    if any(len(os.fsencode(segment)) > NAME_MAX for segment in segments):
+        raise _too_long(client_path, f"a name is longer than {NAME_MAX} bytes")
+    return segments
+
+
+def _inside(path: str, root: str) -> bool:
+    return path == root or path.startswith(root.rstrip(os.sep) + os.sep)
+
+
+def _walk(root: Path, segments: list[str], must_exist: bool, client_path: str) -> Path:
+    os.makedirs(root, exist_ok=True)
+    real_root = os.path.realpath(root)
+    current = real_root
+    pending: deque[object] = deque(segments)
+    links = 0
+    while pending:
+        name = pending.popleft()
+        if name is _END_OF_LINK:
+            if not _inside(current, real_root):
+                raise _outside(client_path)
+            continue
+        assert isinstance(name, str)
+        if name in ("", "."):
+            continue
+        if name == "..":  # only ever from a link's target: the client's are refused
+            current = os.path.dirname(current)
+            continue
+        candidate = os.path.join(current, name)
+        try:
+            mode = os.lstat(candidate).st_mode
+        except (FileNotFoundError, NotADirectoryError):
+            rest = [name, *(part for part in pending if part is not _END_OF_LINK)]
+            if not _inside(current, real_root) or ".." in rest:
+                raise _outside(client_path) from None
+            if must_exist:
+                raise NotFound(
+                    f"no file or directory {echo(client_path)}", code="file_not_found"
+                ) from None
+            current = os.path.join(current, *(str(part) for part in rest))
+            break
+        except OSError as error:
+            if error.errno == errno.ENAMETOOLONG:
+                raise _too_long(client_path, "the resolved path is too long") from None
+            raise
+        if not stat.S_ISLNK(mode):
+            current = candidate
+            continue
+        links += 1
+        if links > _MAX_LINKS:
+            raise _outside(client_path)
+        target = os.readlink(candidate)
+        if target.startswith("/"):
+            current = "/"
+        pending.appendleft(_END_OF_LINK)
+        pending.extendleft(reversed(target.split("/")))
+    if not _inside(current, real_root):
         raise _outside(client_path)
-    if must_exist and not os.path.lexists(candidate):
-        raise NotFound(f"no file or directory {echo(client_path)}", code="file_not_found")
-    return real
+    if len(os.fsencode(current)) > PATH_MAX:
+        raise _too_long(client_path, f"the resolved path is longer than {PATH_MAX} bytes")
+    return Path(current)
 
 
 async def resolve_client_path(root: Path, client_path: str, *, must_exist: bool = True) -> Path:
-    """``client_path`` inside ``root``: 400 ``path_outside_root``, 404 ``file_not_found``."""
-    return await run_file_io(_resolve, root, client_path, must_exist)
+    """``client_path`` as an absolute real path inside ``root`` (created if missing).
+
+    400 ``path_outside_root`` for any escape, 422 ``path_too_long``, 404
+    ``file_not_found`` when ``must_exist`` and it is missing; the module
+    docstring lists the rules. The file system is walked in one ``file.io`` step.
+    """
+    segments = check_client_path(client_path)
+    return await run_file_io(_walk, root, segments, must_exist, client_path)
