@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pathlib
+import textwrap
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
@@ -15,7 +16,9 @@ from autobot.operations import (
     OperationContext,
     OperationRegistry,
     OperationRunner,
+    OperationStatus,
     TimeoutProfile,
+    run_operation,
 )
 from autobot.redis import open_redis
 from autobot.storage import Store, open_embedded_store, open_redis_store
@@ -152,3 +155,50 @@ async def reaches(
 
     with trio.fail_after(timeout_s):
         return await eventually(check)
+
+
+@pytest.fixture
+async def store(tmp_path: pathlib.Path) -> AsyncIterator[Store]:
+    """An embedded store for the tests of the built-in types."""
+    async with open_embedded_store(tmp_path / "store") as embedded:
+        yield embedded
+
+
+def write_tree(root: pathlib.Path, files: dict[str, str]) -> None:
+    """Write ``{relative path: text}`` under ``root`` (texts dedented)."""
+    for relative, text in files.items():
+        path = root / relative
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(textwrap.dedent(text))
+
+
+async def interrupted(
+    type_name: str,
+    params: dict[str, Any],
+    settings: Settings,
+    store: Store,
+    *,
+    after: int,
+    before_cancel: Callable[[], None] | None = None,
+) -> dict[str, Any]:
+    """Run a type until it has processed ``after`` items, cancel it, return its checkpoint.
+
+    The checkpoint is what the runner saves when an operation is cancelled:
+    the state of the last call to ``checkpoint``. ``before_cancel`` is called
+    once, at the moment of cancelling, to look at what the operation left so far.
+    """
+    looked = False
+
+    def stop(ctx: OperationContext) -> bool:
+        nonlocal looked
+        if ctx.processed_items < after:
+            return False
+        if before_cancel is not None and not looked:
+            looked = True
+            before_cancel()
+        return True
+
+    run = await run_operation(type_name, params, settings=settings, store=store, stop_when=stop)
+    assert run.outcome.status is OperationStatus.CANCELLED, "it finished before the interruption"
+    assert run.checkpoint is not None and run.checkpoint["processed_items"] == after
+    return run.checkpoint

@@ -4,84 +4,18 @@ from __future__ import annotations
 
 import json
 import pathlib
-import textwrap
-from collections.abc import AsyncIterator
-from typing import Any
 
 import pytest
-import trio
 
 from autobot import Settings, ValidationFailed
-from autobot.operations import OperationContext, OperationStatus, registry, run_operation
-from autobot.storage import Store, open_embedded_store
-
-
-@pytest.fixture
-async def store(tmp_path: pathlib.Path) -> AsyncIterator[Store]:
-    async with open_embedded_store(tmp_path / "store") as embedded:
-        yield embedded
+from autobot.operations import OperationStatus, run_operation
+from autobot.storage import Store
+from tests.operations.conftest import interrupted, write_tree
 
 
 @pytest.fixture
 def settings(tmp_path: pathlib.Path) -> Settings:
     return Settings(data_dir=tmp_path)
-
-
-def write_tree(root: pathlib.Path, files: dict[str, str]) -> None:
-    for relative, text in files.items():
-        path = root / relative
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(textwrap.dedent(text))
-
-
-class CancelAt:
-    """Stands in for ``ctx.progress_changed``: cancels ``scope`` once ``after`` items are done.
-
-    ``progress`` sets it synchronously, so the operation is cancelled at its
-    very next ``await``, with the state of exactly ``after`` items.
-    """
-
-    def __init__(self, scope: trio.CancelScope, after: int) -> None:
-        self.scope, self.after = scope, after
-        self.ctx: OperationContext | None = None
-
-    def set(self) -> None:
-        if self.ctx is not None and self.ctx.processed_items >= self.after:
-            self.scope.cancel()
-
-
-async def interrupted(
-    type_name: str, params: dict[str, Any], settings: Settings, store: Store, *, after: int
-) -> dict[str, Any]:
-    """Run a type until it has processed ``after`` items, cancel it, return its checkpoint.
-
-    The checkpoint is what the runner saves when an operation is cancelled:
-    the state of the last call to ``checkpoint``.
-    """
-    op_type = registry[type_name]
-    saved: list[dict[str, Any]] = []
-
-    async def keep(record: dict[str, Any]) -> None:
-        saved.append(record)
-
-    ctx = OperationContext(
-        operation_id="interrupted",
-        type_name=type_name,
-        profile=op_type.profile,
-        checkpoint_every_item=op_type.checkpoint_every_item,
-        settings=settings,
-        store=store,
-        save_checkpoint=keep,
-    )
-    with trio.CancelScope() as scope:
-        observer = CancelAt(scope, after)
-        ctx.progress_changed = observer  # type: ignore[assignment]
-        observer.ctx = ctx
-        await op_type.function(ctx, op_type.parse_params(params))
-    assert scope.cancelled_caught, "the operation finished before it could be interrupted"
-    record = ctx.checkpoint_record() or saved[-1]
-    assert record["processed_items"] == after
-    return record
 
 
 # -- code_analysis -----------------------------------------------------------------------

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import pathlib
 import socket
-import textwrap
-from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
@@ -13,22 +11,9 @@ import pytest
 from autobot import Settings
 from autobot._errors import ValidationFailed
 from autobot.operations import OperationStatus, registry, run_operation
-from autobot.storage import Store, open_embedded_store
+from autobot.storage import Store
+from tests.operations.conftest import write_tree
 from tests.support.serving import served
-
-
-@pytest.fixture
-async def store(tmp_path: pathlib.Path) -> AsyncIterator[Store]:
-    async with open_embedded_store(tmp_path / "store") as embedded:
-        yield embedded
-
-
-def write_tree(root: pathlib.Path, files: dict[str, str]) -> None:
-    for relative, text in files.items():
-        path = root / relative
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(textwrap.dedent(text))
-
 
 # -- performance_testing ---------------------------------------------------------------------
 

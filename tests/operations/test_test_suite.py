@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import os
 import pathlib
-import textwrap
-from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
@@ -20,21 +18,9 @@ from autobot.operations import (
     registry,
     run_operation,
 )
-from autobot.storage import Store, open_embedded_store
+from autobot.storage import Store
+from tests.operations.conftest import write_tree
 from tests.support.polling import eventually
-
-
-@pytest.fixture
-async def store(tmp_path: pathlib.Path) -> AsyncIterator[Store]:
-    async with open_embedded_store(tmp_path / "store") as embedded:
-        yield embedded
-
-
-def write_tree(root: pathlib.Path, files: dict[str, str]) -> None:
-    for relative, text in files.items():
-        path = root / relative
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(textwrap.dedent(text))
 
 
 def by_file(result: dict[str, Any]) -> dict[str, dict[str, Any]]:
