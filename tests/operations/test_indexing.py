@@ -4,17 +4,14 @@ from __future__ import annotations
 
 import json
 import shutil
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
-import pytest
-import trio
-
 from autobot import Settings
-from autobot.operations import OperationContext, OperationStatus, execute, registry, run_operation
+from autobot.operations import OperationStatus, run_operation
 from autobot.operations.builtin._indexing import BATCH_FILES, MAX_FILE_BYTES, index_source
-from autobot.storage import Store, open_embedded_store
+from autobot.storage import Store
+from tests.operations.conftest import interrupted
 
 PYTHON = '''"""A module."""
 import functools
@@ -78,12 +75,6 @@ EXPECTED_SYMBOLS = {
     "main.go": [("Main", "function", 3), ("Draw", "method", 6), ("Widget", "struct", 9)],
     "README.md": [("Title", "heading", 1), ("Usage", "heading", 9)],
 }
-
-
-@pytest.fixture
-async def store(tmp_path: Path) -> AsyncIterator[Store]:
-    async with open_embedded_store(tmp_path / "store") as embedded:
-        yield embedded
 
 
 def make_project(root: Path) -> None:
@@ -178,9 +169,6 @@ async def test_outside_and_missing_paths_are_refused(tmp_path: Path, store: Stor
 
 # -- resume -------------------------------------------------------------------------------
 
-# Every checkpoint is saved at once, so a run can be stopped right after a given one.
-EVERY_BATCH = {"codebase_indexing": {"checkpoint_interval_s": 1e-9}}
-
 
 def make_many(root: Path, count: int) -> None:
     for number in range(count):
@@ -191,44 +179,18 @@ def make_many(root: Path, count: int) -> None:
         )
 
 
-async def stopped_after_saves(
-    settings: Settings, store: Store, params: dict[str, Any], saves: int
-) -> dict[str, Any]:
-    """Run until the ``saves``-th checkpoint is saved, cancel, return that checkpoint."""
-    op_type = registry["codebase_indexing"]
-    saved: list[dict[str, Any]] = []
-    with trio.CancelScope() as scope:
-
-        async def keep(record: dict[str, Any]) -> None:
-            saved.append(record)
-            if len(saved) == saves:
-                scope.cancel()
-
-        ctx = OperationContext(
-            operation_id="local",  # the id run_operation gives the resumed run
-            type_name=op_type.name,
-            profile=settings.timeout_profiles()[op_type.name],
-            checkpoint_every_item=op_type.checkpoint_every_item,
-            settings=settings,
-            store=store,
-            save_checkpoint=keep,
-        )
-        await execute(op_type, ctx, op_type.parse_params(params), None)
-    assert scope.cancelled_caught, "the run finished before it could be stopped"
-    return saved[-1]
-
-
 async def test_resume_after_a_cancel_redoes_no_finished_file(tmp_path: Path, store: Store) -> None:
     files = 2 * BATCH_FILES + 50
     make_many(tmp_path / "clean" / "files" / "tree", files)
     shutil.copytree(tmp_path / "clean" / "files", tmp_path / "stopped" / "files")
-    clean_settings = Settings(data_dir=tmp_path / "clean", operation_profiles=EVERY_BATCH)
-    settings = Settings(data_dir=tmp_path / "stopped", operation_profiles=EVERY_BATCH)
+    clean_settings = Settings(data_dir=tmp_path / "clean")
+    settings = Settings(data_dir=tmp_path / "stopped")
     clean = await index(clean_settings, store, path="tree")
 
-    checkpoint = await stopped_after_saves(settings, store, {"path": "tree"}, saves=1)
-    done = checkpoint["processed_items"]
-    assert 0 < done < files
+    done = BATCH_FILES  # one batch
+    checkpoint = await interrupted(
+        "codebase_indexing", {"path": "tree"}, settings, store, after=done
+    )
     partial = tmp_path / "stopped" / "operations" / "local" / "index.jsonl.partial"
     assert partial.stat().st_size >= checkpoint["state"]["offset"] > 0
     # Every file changes now: an entry of the old content shows a file that was not redone.
@@ -255,11 +217,14 @@ async def test_a_resumed_index_equals_a_clean_one(tmp_path: Path, store: Store) 
     make_many(tmp_path / "clean" / "files" / "tree", 2 * BATCH_FILES + 50)
     (tmp_path / "clean" / "files" / "tree" / "d3" / "bad.py").write_text("def (\n")
     shutil.copytree(tmp_path / "clean" / "files", tmp_path / "stopped" / "files")
-    clean_settings = Settings(data_dir=tmp_path / "clean", operation_profiles=EVERY_BATCH)
-    settings = Settings(data_dir=tmp_path / "stopped", operation_profiles=EVERY_BATCH)
+    clean_settings = Settings(data_dir=tmp_path / "clean")
+    settings = Settings(data_dir=tmp_path / "stopped")
     clean = await index(clean_settings, store, path="tree")
 
-    checkpoint = await stopped_after_saves(settings, store, {"path": "tree"}, saves=2)
+    after = 2 * BATCH_FILES
+    checkpoint = await interrupted(
+        "codebase_indexing", {"path": "tree"}, settings, store, after=after
+    )
     run = await run_operation(
         "codebase_indexing", {"path": "tree"}, settings=settings, store=store, checkpoint=checkpoint
     )

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import shutil
 from collections import Counter
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -56,12 +55,6 @@ Errors
 
 Every error has a code.
 """
-
-
-@pytest.fixture
-async def store(tmp_path: Path) -> AsyncIterator[Store]:
-    async with open_embedded_store(tmp_path / "store") as embedded:
-        yield embedded
 
 
 def make_docs(root: Path) -> None:
@@ -158,7 +151,11 @@ async def test_outside_and_missing_paths_are_refused(tmp_path: Path, store: Stor
 async def stopped_after_saves(
     settings: Settings, store: Store, params: dict[str, Any], saves: int
 ) -> dict[str, Any]:
-    """Run until the ``saves``-th checkpoint is saved, cancel, return that checkpoint."""
+    """Run until the ``saves``-th checkpoint is saved, cancel, return that checkpoint.
+
+    Checkpoints are saved after every fact, and ``processed_items`` counts
+    files, so this is how a run is stopped between two facts of one file.
+    """
     op_type = registry["kb_population"]
     saved: list[dict[str, Any]] = []
     with trio.CancelScope() as scope:

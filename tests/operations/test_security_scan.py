@@ -3,17 +3,14 @@
 from __future__ import annotations
 
 import shutil
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
-import pytest
-import trio
-
 from autobot import Settings
-from autobot.operations import OperationContext, OperationStatus, execute, registry, run_operation
+from autobot.operations import OperationStatus, run_operation
 from autobot.operations.builtin._security import RULES, scan_source
-from autobot.storage import Store, open_embedded_store
+from autobot.storage import Store
+from tests.operations.conftest import interrupted
 
 GITHUB_TOKEN = "ghp_" + "Ab3dEf6hIj9kLm2nOp5qRs8tUv1wXy4zAb7d"
 AWS_SECRET = "wJalrXUtnFEMI/K7MDENG/bPxRfiCYzQ9f3kLm2T"
@@ -124,12 +121,6 @@ Model().eval()
 }
 
 
-@pytest.fixture
-async def store(tmp_path: Path) -> AsyncIterator[Store]:
-    async with open_embedded_store(tmp_path / "store") as embedded:
-        yield embedded
-
-
 def plant(root: Path, files: dict[str, str]) -> None:
     for relative, text in files.items():
         path = root / relative
@@ -204,37 +195,19 @@ async def test_outside_and_missing_paths_are_refused(tmp_path: Path, store: Stor
 
 
 async def test_a_resumed_scan_reports_what_a_clean_one_does(tmp_path: Path, store: Store) -> None:
-    every_batch = {"security_scan": {"checkpoint_interval_s": 1e-9}}
     many = {f"pkg/m{n:03d}.py": f"import os\nos.system('job {n}')\n" for n in range(150)}
     plant(tmp_path / "clean" / "files" / "repo", PLANTED | many)
     shutil.copytree(tmp_path / "clean" / "files", tmp_path / "stopped" / "files")
-    clean = await scan(
-        Settings(data_dir=tmp_path / "clean", operation_profiles=every_batch), store, "repo"
-    )
-    settings = Settings(data_dir=tmp_path / "stopped", operation_profiles=every_batch)
+    clean = await scan(Settings(data_dir=tmp_path / "clean"), store, "repo")
+    settings = Settings(data_dir=tmp_path / "stopped")
 
-    op_type = registry["security_scan"]
-    saved: list[dict[str, Any]] = []
-    with trio.CancelScope() as scope:
-
-        async def keep(record: dict[str, Any]) -> None:
-            saved.append(record)
-            scope.cancel()  # right after the first batch
-
-        ctx = OperationContext(
-            operation_id="local",
-            type_name=op_type.name,
-            profile=settings.timeout_profiles()[op_type.name],
-            checkpoint_every_item=op_type.checkpoint_every_item,
-            settings=settings,
-            store=store,
-            save_checkpoint=keep,
-        )
-        await execute(op_type, ctx, op_type.parse_params({"path": "repo"}), None)
-    assert scope.cancelled_caught and 0 < saved[0]["processed_items"] < len(PLANTED) + 150
+    # After the first batch of 64 files, whose findings are in the checkpoint.
+    checkpoint = await interrupted("security_scan", {"path": "repo"}, settings, store, after=64)
+    assert checkpoint["state"]["findings"]
     run = await run_operation(
-        "security_scan", {"path": "repo"}, settings=settings, store=store, checkpoint=saved[0]
+        "security_scan", {"path": "repo"}, settings=settings, store=store, checkpoint=checkpoint
     )
+    assert run.context.resumed_items == 64
     assert run.outcome.result is not None
     assert run.outcome.result["findings"] == clean["findings"]
     assert run.outcome.result["summary"] == clean["summary"]
