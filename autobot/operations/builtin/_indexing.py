@@ -515,23 +515,6 @@ def _finish_index(partial: Path, final: Path, owner: object, offset: int) -> lis
 # -- the operation ---------------------------------------------------------------------------
 
 
-def _suffixes(patterns: Sequence[str]) -> tuple[str, ...] | None:
-    """The name suffixes when every pattern is ``**/*<suffix>``, else ``None``.
-
-    ``**/*.py`` matches exactly the paths whose last segment ends in ``.py``,
-    so a tree is listed once and filtered with ``str.endswith``: matching each
-    of 30 default patterns as a regular expression costs more than reading a
-    small file.
-    """
-    suffixes = []
-    for pattern in patterns:
-        suffix = pattern[4:]
-        if not pattern.startswith("**/*") or not suffix or any(c in suffix for c in "*?/"):
-            return None
-        suffixes.append(suffix)
-    return tuple(suffixes)
-
-
 async def list_files(
     ctx: OperationContext, client_path: str, patterns: Sequence[str] = ("**/*",)
 ) -> tuple[Path, list[str], list[str]]:
@@ -545,9 +528,6 @@ async def list_files(
     is_dir = await run_file_io(os.path.isdir, target)
     if not is_dir:
         base, files = target.parent, [target.name]
-    elif (suffixes := _suffixes(patterns)) is not None:
-        base = target
-        files = [path for path in await walk_files(target) if path.endswith(suffixes)]
     else:
         base, files = target, await walk_files(target, patterns)
     readable, unreadable = [], []

@@ -47,7 +47,6 @@ from typing import Annotated, Any
 import trio
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from ..._deadlines import phased_deadline
 from ...files import compile_patterns, run_file_io
 from ...storage import Store
 from .._context import OperationContext
@@ -377,11 +376,10 @@ async def _add_document(
             metadata = fact_metadata(document.path, heading, number)
             await trio.lowlevel.checkpoint()  # a cancel already due stops here, before the write
             # A store finishes a write it has begun even when its caller is cancelled
-            # (whole or not at all), so the write is waited for, within the item's budget:
-            # the checkpoint must say whether this fact is in.
+            # (whole or not at all), so the write is waited for: the checkpoint must
+            # say whether this fact is in. The store's own deadlines bound the wait.
             with trio.CancelScope(shield=True):
-                with phased_deadline("operation.item", max(ctx.profile.per_item_s, 1.0)):
-                    await add_fact(ctx.store, text, metadata)
+                await add_fact(ctx.store, text, metadata)
             state = {**state, "current": document.path, "added": number + 1}
             state["facts"] += 1
             await ctx.checkpoint(state)
