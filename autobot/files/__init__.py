@@ -1,5 +1,6 @@
 """The files root: client paths resolved inside ``<data>/files``, never outside it."""
 
+from ._atomic import discard_file, publish_file, temporary_path, write_at
 from ._io import FILE_IO_THREADS, run_file_io
 from ._paths import resolve_client_path
 from ._walk import DEFAULT_EXCLUDED_DIRS, compile_patterns, walk_files
@@ -8,7 +9,11 @@ __all__ = [
     "DEFAULT_EXCLUDED_DIRS",
     "FILE_IO_THREADS",
     "compile_patterns",
+    "discard_file",
+    "publish_file",
     "resolve_client_path",
     "run_file_io",
+    "temporary_path",
     "walk_files",
+    "write_at",
 ]

@@ -22,14 +22,15 @@ from collections import Counter
 from collections.abc import Callable, Sequence
 from functools import partial
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Any
 
 import trio
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator
+from pydantic import BaseModel, ConfigDict, Field
 
-from ...files import compile_patterns, run_file_io, walk_files
+from ...files import run_file_io, walk_files
 from .._context import OperationContext
 from .._registry import operation_type
+from ._tree import GlobPatterns
 
 __all__ = ["STOP_WORDS", "smooth_idf", "terms", "words"]
 
@@ -39,8 +40,6 @@ _BATCH_BYTES = 16 * 1024 * 1024
 #: Larger files are skipped (counted, not failed): generated code, data dumps.
 _MAX_FILE_BYTES = 5 * 1024 * 1024
 
-Pattern = Annotated[str, StringConstraints(min_length=1, max_length=256)]
-
 
 class _TreeParams(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True)
@@ -49,13 +48,7 @@ class _TreeParams(BaseModel):
 
 
 class _PatternParams(_TreeParams):
-    patterns: list[Pattern] = Field(min_length=1, max_length=50)
-
-    @field_validator("patterns")
-    @classmethod
-    def _relative_globs(cls, patterns: list[str]) -> list[str]:
-        compile_patterns(patterns)  # ValueError names the bad one
-        return patterns
+    patterns: GlobPatterns
 
 
 # -- walking and batching (shared) ----------------------------------------------------------
@@ -289,7 +282,7 @@ def _function_rows(rows: list[list[Any]]) -> list[dict[str, Any]]:
 
 
 class CodeAnalysisParams(_PatternParams):
-    patterns: list[Pattern] = Field(default=["**/*.py"], min_length=1, max_length=50)
+    patterns: GlobPatterns = Field(default=["**/*.py"])
 
 
 @operation_type("code_analysis", params=CodeAnalysisParams)
@@ -811,9 +804,7 @@ async def _similar_pairs(state: dict[str, Any]) -> list[dict[str, Any]]:
 
 
 class SemanticAnalysisParams(_PatternParams):
-    patterns: list[Pattern] = Field(
-        default=["**/*.md", "**/*.txt", "**/*.rst", "**/*.py"], min_length=1, max_length=50
-    )
+    patterns: GlobPatterns = Field(default=["**/*.md", "**/*.txt", "**/*.rst", "**/*.py"])
 
 
 @operation_type("semantic_analysis", params=SemanticAnalysisParams)

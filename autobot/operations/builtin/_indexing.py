@@ -48,13 +48,14 @@ import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field
 
-from ...files import compile_patterns, run_file_io, walk_files
+from ...files import run_file_io, walk_files, write_at
 from .._context import OperationContext
 from .._registry import operation_type
+from ._tree import GlobPatterns, batch_or_one_by_one
 
 __all__ = [
     "DEFAULT_PATTERNS",
@@ -283,8 +284,6 @@ _HEADING = re.compile(r"^ {0,3}(#{1,2})[ \t]+(.*?)(?:[ \t]+#+)?[ \t\r]*$")
 
 # -- parameters -------------------------------------------------------------------------------
 
-Pattern = Annotated[str, Field(min_length=1, max_length=256)]
-
 
 class IndexParams(BaseModel):
     """``path`` (a directory or file under the files root) and the glob ``patterns``."""
@@ -292,15 +291,7 @@ class IndexParams(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True)
 
     path: str = Field(max_length=4096)
-    patterns: list[Pattern] = Field(
-        default_factory=lambda: list(DEFAULT_PATTERNS), min_length=1, max_length=50
-    )
-
-    @field_validator("patterns")
-    @classmethod
-    def _globs(cls, patterns: list[str]) -> list[str]:
-        compile_patterns(patterns)  # ValueError, hence 422, for one that is not a relative glob
-        return patterns
+    patterns: GlobPatterns = Field(default_factory=lambda: list(DEFAULT_PATTERNS))
 
 
 # -- one file, without I/O -------------------------------------------------------------------
@@ -425,6 +416,10 @@ class FileResult:
     recorded: bool = False  # the failure is already in the operation's failures
 
 
+def _failed_file(path: str, error: str) -> FileResult:
+    return FileResult(path, error=error, recorded=True)
+
+
 def _describe(error: BaseException) -> str:
     if isinstance(error, SyntaxError):
         return f"SyntaxError: {error.msg} (line {error.lineno})"
@@ -480,14 +475,7 @@ def _write_index(partial: Path, owner: object, offset: int, data: bytes) -> int:
     with _index_lock:
         if _index_owners.get(str(partial)) is not owner:
             return offset  # an abandoned write of an earlier run: its entries are redone
-        fd = os.open(partial, os.O_WRONLY | os.O_CLOEXEC)
-        try:
-            written = 0
-            while written < len(data):
-                written += os.pwrite(fd, data[written:], offset + written)
-        finally:
-            os.close(fd)
-    return offset + len(data)
+        return write_at(partial, offset, data)
 
 
 def _finish_index(partial: Path, final: Path, owner: object, offset: int) -> list[dict]:
@@ -584,19 +572,6 @@ def _summarise(summary: dict[str, Any], results: Sequence[FileResult]) -> dict[s
     return summary
 
 
-async def _index_one_by_one(
-    ctx: OperationContext, base: Path, paths: Sequence[str]
-) -> list[FileResult]:
-    results = []
-    for path in paths:
-        async with ctx.item(path) as outcome:
-            [result] = await run_file_io(_index_batch, base, [path])
-        if not outcome.ok:
-            result = FileResult(path, error=outcome.error, recorded=True)
-        results.append(result)
-    return results
-
-
 @operation_type("codebase_indexing", params=IndexParams)
 async def codebase_indexing(ctx: OperationContext, params: IndexParams) -> dict[str, Any]:
     """Index the source files under ``path``: languages, lines, sizes, top-level symbols."""
@@ -622,10 +597,7 @@ async def codebase_indexing(ctx: OperationContext, params: IndexParams) -> dict[
     index = start
     while index < len(files):
         batch = files[index : index + BATCH_FILES]
-        try:
-            results = await run_file_io(_index_batch, base, batch)
-        except Exception:  # the batch's step expired or broke: one item per file tells which
-            results = await _index_one_by_one(ctx, base, batch)
+        results = await batch_or_one_by_one(ctx, base, batch, _index_batch, _failed_file)
         lines = b"".join(result.line for result in results)
         offset = state["offset"]
         if lines:

@@ -42,16 +42,17 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Any
 
 import trio
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field
 
-from ...files import compile_patterns, run_file_io
+from ...files import run_file_io
 from ...storage import Store
 from .._context import OperationContext
 from .._registry import operation_type
 from ._indexing import MAX_FILE_BYTES, list_files, read_capped
+from ._tree import GlobPatterns
 
 __all__ = [
     "CHUNK_CHARS",
@@ -86,24 +87,13 @@ _THEMATIC_BREAK = re.compile(r"^ {0,3}([-*_])(?:[ \t]*\1){2,}[ \t]*$")
 _SENTENCE_END = re.compile(r"[.!?…。！？][\"')\]»”’]*(\s+)")
 
 
-Pattern = Annotated[str, Field(min_length=1, max_length=256)]
-
-
 class KbParams(BaseModel):
     """``path`` (a directory or file under the files root) and the glob ``patterns``."""
 
     model_config = ConfigDict(extra="forbid", strict=True)
 
     path: str = Field(max_length=4096)
-    patterns: list[Pattern] = Field(
-        default_factory=lambda: list(DEFAULT_PATTERNS), min_length=1, max_length=50
-    )
-
-    @field_validator("patterns")
-    @classmethod
-    def _globs(cls, patterns: list[str]) -> list[str]:
-        compile_patterns(patterns)
-        return patterns
+    patterns: GlobPatterns = Field(default_factory=lambda: list(DEFAULT_PATTERNS))
 
 
 # -- splitting, without I/O --------------------------------------------------------------

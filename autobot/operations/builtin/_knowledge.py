@@ -18,12 +18,11 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, StrictBool
 
 from ..._errors import NotFound
-from ...files import run_file_io
+from ...files import discard_file, publish_file, run_file_io, temporary_path, write_at
 from ...storage import Fact, now
 from .._context import OperationContext
 from .._registry import NoParams, operation_type
 from ._analysis import smooth_idf, terms
-from ._maintenance import discard_file, publish_file, temporary_path, write_at
 
 __all__ = ["INDEX_FORMAT", "INDEX_VERSION", "duplicate_groups", "normalised_text"]
 

@@ -15,7 +15,6 @@ import json
 import os
 import re
 import resource
-import secrets
 import shutil
 import stat
 import threading
@@ -28,79 +27,18 @@ from typing import Any
 import trio
 from pydantic import BaseModel, ConfigDict, Field
 
-from ..._errors import BadRequest, DeadlineExceeded
-from ...files import run_file_io, walk_files
+from ..._errors import BadRequest
+from ...files import discard_file, publish_file, run_file_io, temporary_path, walk_files, write_at
 from ...storage import now
 from .._context import OperationContext
 from .._model import FINISHED
 from .._registry import operation_type
 
-__all__ = [
-    "TEMPORARY_FILE_PATTERNS",
-    "discard_file",
-    "publish_file",
-    "temporary_path",
-    "write_at",
-]
+__all__ = ["TEMPORARY_FILE_PATTERNS"]
 
 # Bytes gathered in memory before one write to the file.
 _CHUNK_BYTES = 256 * 1024
 _LISTED = 1000
-
-
-# -- temporary files, written at an offset and published by a rename ----------------------
-
-
-def temporary_path(final: Path) -> Path:
-    """A fresh, empty temporary file beside ``final``: ``.<name>.<random>.tmp``, mode 0600."""
-    path = final.with_name(f".{final.name}.{secrets.token_hex(4)}.tmp")
-    os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
-    return path
-
-
-def write_at(path: Path, offset: int, data: bytes, digest: Any = None) -> int:
-    """Write ``data`` at ``offset`` of ``path`` (which exists); returns the new end.
-
-    The file is opened for each call, so nothing is left open when the caller
-    is cancelled between two writes. ``digest`` (a hashlib object) is fed the data.
-    """
-    fd = os.open(path, os.O_WRONLY)
-    try:
-        written = 0
-        while written < len(data):
-            written += os.pwrite(fd, data[written:], offset + written)
-    finally:
-        os.close(fd)
-    if digest is not None:
-        digest.update(data)
-    return offset + len(data)
-
-
-def publish_file(temporary: Path, final: Path, size: int) -> int:
-    """Cut ``temporary`` to ``size``, fsync it, rename it to ``final``, fsync the directory."""
-    fd = os.open(temporary, os.O_WRONLY)
-    try:
-        os.ftruncate(fd, size)
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    os.replace(temporary, final)
-    directory = os.open(final.parent, os.O_RDONLY)
-    try:
-        os.fsync(directory)
-    finally:
-        os.close(directory)
-    return size
-
-
-def _unlink(path: Path) -> None:
-    path.unlink(missing_ok=True)
-
-
-async def discard_file(path: Path) -> None:
-    """Remove a temporary file, even while the caller is being cancelled."""
-    with trio.CancelScope(shield=True), contextlib.suppress(OSError, DeadlineExceeded):
-        await run_file_io(_unlink, path)
 
 
 def _make_directory(path: Path) -> None:

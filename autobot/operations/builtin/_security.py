@@ -46,10 +46,10 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from ...files import run_file_io
 from .._context import OperationContext
 from .._registry import operation_type
 from ._indexing import MAX_FILE_BYTES, list_files, read_capped
+from ._tree import batch_or_one_by_one
 
 __all__ = ["RULES", "Rule", "ScanParams", "scan_source", "security_scan"]
 
@@ -503,6 +503,10 @@ class _Scanned:
     recorded: bool = False
 
 
+def _failed_scan(path: str, error: str) -> _Scanned:
+    return _Scanned(path, error=error, recorded=True)
+
+
 def _scan_batch(base: Path, paths: Sequence[str]) -> list[_Scanned]:
     results, directory = [], os.fspath(base)
     for path in paths:
@@ -573,19 +577,6 @@ def _add(state: dict[str, Any], results: Sequence[_Scanned]) -> dict[str, Any]:
     return {"after": results[-1].path, "findings": findings, "summary": summary}
 
 
-async def _scan_one_by_one(
-    ctx: OperationContext, base: Path, paths: Sequence[str]
-) -> list[_Scanned]:
-    results = []
-    for path in paths:
-        async with ctx.item(path) as outcome:
-            [result] = await run_file_io(_scan_batch, base, [path])
-        if not outcome.ok:
-            result = _Scanned(path, error=outcome.error, recorded=True)
-        results.append(result)
-    return results
-
-
 @operation_type("security_scan", params=ScanParams)
 async def security_scan(ctx: OperationContext, params: ScanParams) -> dict[str, Any]:
     """Scan the files under ``path`` for hard-coded secrets and dangerous Python calls."""
@@ -601,10 +592,7 @@ async def security_scan(ctx: OperationContext, params: ScanParams) -> dict[str, 
     index = start
     while index < len(files):
         batch = files[index : index + _BATCH_FILES]
-        try:
-            results = await run_file_io(_scan_batch, base, batch)
-        except Exception:  # the batch's step expired or broke: one item per file tells which
-            results = await _scan_one_by_one(ctx, base, batch)
+        results = await batch_or_one_by_one(ctx, base, batch, _scan_batch, _failed_scan)
         new_state = _add(state, results)
         for result in results:
             if result.error is not None and not result.recorded:
