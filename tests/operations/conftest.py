@@ -20,10 +20,9 @@ from autobot.operations import (
     TimeoutProfile,
     run_operation,
 )
-from autobot.redis import open_redis
-from autobot.storage import Store, open_embedded_store, open_redis_store
+from autobot.storage import Store, open_embedded_store
 from tests.support.polling import eventually
-from tests.support.redis_server import RedisProcess
+from tests.support.stores import BACKENDS, backend_store
 
 PROFILE = TimeoutProfile(
     base_s=60.0,
@@ -107,19 +106,12 @@ def journal() -> Journal:
     return Journal()
 
 
-@pytest.fixture(params=["embedded", "redis"])
+@pytest.fixture(params=BACKENDS)
 async def runner_store(
     request: pytest.FixtureRequest, tmp_path: pathlib.Path
 ) -> AsyncIterator[Store]:
-    if request.param == "embedded":
-        async with open_embedded_store(tmp_path / "store") as embedded:
-            yield embedded
-    else:
-        server: RedisProcess = request.getfixturevalue("shared_redis")
-        server.command("FLUSHALL")
-        async with open_redis(server.url, decode_responses=True) as client:
-            async with open_redis_store(client) as redis_store:
-                yield redis_store
+    async with backend_store(request, tmp_path) as opened:
+        yield opened
 
 
 RunnerFactory = Callable[..., Any]
