@@ -18,40 +18,56 @@ __all__ = ["ServerProcess", "run_server"]
 
 
 class ServerProcess:
-    """A running ``run.py`` and the JSON log lines it wrote to stderr so far."""
+    """A running ``run.py`` and the JSON log lines it wrote to stderr so far.
+
+    Its stderr is read all the time, in the background: a server whose log
+    pipe nobody reads blocks on its next log line once the pipe is full.
+    """
 
     def __init__(self, process: trio.Process) -> None:
         self.process = process
         self.log: list[dict[str, Any]] = []
         self.other_lines: list[str] = []
-        self._buffer = b""
         self.url = ""
+        self._new_line = trio.Event()
+        self._ended = False
+
+    async def pump(self) -> None:
+        """Read stderr into :attr:`log` and :attr:`other_lines` until the process closes it."""
+        assert self.process.stderr is not None
+        buffer = b""
+        try:
+            while chunk := await self.process.stderr.receive_some():
+                buffer += chunk
+                *lines, buffer = buffer.split(b"\n")
+                for line in lines:
+                    self._add(line.decode())
+                self._new_line.set()
+                self._new_line = trio.Event()
+        finally:
+            self._ended = True
+            self._new_line.set()
+
+    def _add(self, text: str) -> None:
+        try:
+            self.log.append(json.loads(text))
+        except json.JSONDecodeError:
+            self.other_lines.append(text)
 
     async def read_until(self, predicate: Any) -> dict[str, Any]:
-        """Read stderr until a JSON log line satisfies ``predicate``; return that line."""
-        assert self.process.stderr is not None
-        for entry in self.log:
-            if predicate(entry):
-                return entry
+        """Wait for a JSON log line that satisfies ``predicate``; return it."""
+        seen = 0
         while True:
-            while b"\n" not in self._buffer:
-                chunk = await self.process.stderr.receive_some()
-                if not chunk:
-                    raise EOFError("the server exited: " + "\n".join(self.other_lines[-5:]))
-                self._buffer += chunk
-            line, _, self._buffer = self._buffer.partition(b"\n")
-            text = line.decode()
-            try:
-                entry = json.loads(text)
-            except json.JSONDecodeError:
-                self.other_lines.append(text)
-                continue
-            self.log.append(entry)
-            if predicate(entry):
-                return entry
+            for entry in self.log[seen:]:
+                if predicate(entry):
+                    return entry
+            seen = len(self.log)
+            if self._ended:
+                raise EOFError("the server exited: " + "\n".join(self.other_lines[-5:]))
+            await self._new_line.wait()
 
     async def drain(self) -> None:
-        """Read the rest of stderr (after the process exited)."""
+        """Wait until the process closed its stderr (after it exited)."""
         try:
             await self.read_until(lambda entry: False)
         except EOFError:
@@ -67,13 +83,16 @@ async def run_server(environ: Mapping[str, str]) -> AsyncIterator[ServerProcess]
         [sys.executable, str(ROOT / "run.py")], env=env, stderr=-1, cwd=str(ROOT)
     )
     server = ServerProcess(process)
-    try:
-        with trio.fail_after(15):
-            listening = await server.read_until(lambda entry: entry.get("msg") == "listening")
-        server.url = listening["binds"][0]
-        yield server
-    finally:
-        if process.returncode is None:
-            process.kill()
-            with trio.CancelScope(shield=True), trio.move_on_after(5):
-                await process.wait()
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(server.pump)
+        try:
+            with trio.fail_after(15):
+                listening = await server.read_until(lambda entry: entry.get("msg") == "listening")
+            server.url = listening["binds"][0]
+            yield server
+        finally:
+            if process.returncode is None:
+                process.kill()
+                with trio.CancelScope(shield=True), trio.move_on_after(5):
+                    await process.wait()
+            nursery.cancel_scope.cancel()
