@@ -9,6 +9,13 @@ An operation type is declared once, next to the function that does the work::
     async def security_scan(ctx: OperationContext, params: ScanParams) -> dict[str, Any]:
         ...
 
+A ``path`` field of the parameters is a path under the files root: the
+runner resolves it when the operation is submitted, so an escape (400) or a
+missing path (404) is refused before anything is queued. A model whose path
+names something the operation creates says so with a class attribute
+``creates_path: ClassVar[bool] = True`` (the path must then still resolve
+inside the root, but need not exist).
+
 The types of the contract take their default profile from
 :data:`~autobot._operation_profile.DEFAULT_PROFILES`; any other type passes
 ``profile=``. The configuration's ``[operations.<type>]`` tables override a

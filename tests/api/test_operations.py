@@ -234,3 +234,12 @@ async def test_metrics_count_runs_and_the_queue(tmp_path: Path) -> None:
         text
     )
     assert 'autobot_operations{state="running"} 0.0' in text
+
+
+async def test_a_backup_with_its_defaults_makes_its_directory(tmp_path: Path) -> None:
+    async with operations_server(tmp_path) as client:
+        operation_id = await start(client, {"type": "backup_operation"})
+        done = await reaches(client, operation_id)
+    assert done["status"] == "completed", done
+    (backup,) = (tmp_path / "files" / "backups").glob("autobot-*.jsonl")
+    assert done["result"]["path"] == f"backups/{backup.name}"

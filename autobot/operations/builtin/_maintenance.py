@@ -22,7 +22,7 @@ import time
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import trio
 from pydantic import BaseModel, ConfigDict, Field
@@ -62,6 +62,8 @@ class _Params(BaseModel):
 
 
 class BackupParams(_Params):
+    creates_path: ClassVar[bool] = True  # the directory is made when missing
+
     path: str = Field(default="backups", min_length=1, max_length=4096)
 
 
@@ -439,6 +441,8 @@ async def cleanup_operation(ctx: OperationContext, params: CleanupParams) -> dic
 
 
 class MonitoringParams(_Params):
+    creates_path: ClassVar[bool] = True  # the samples file is new
+
     samples: int = Field(default=10, ge=1, le=1000)
     interval_s: float = Field(default=5, ge=0, le=3600, allow_inf_nan=False)
     path: str | None = Field(default=None, min_length=1, max_length=4096)
