@@ -27,10 +27,11 @@ are in; it is checkpointed after every fact and saved at once (the type is
 died, starts at the next fact and adds none twice. The price is one
 checkpoint write per fact. A store finishes a write it has begun even when
 the caller is cancelled (the embedded store has queued it for its writer by
-then), so a fact's write is shielded from the operation's cancellation and
-bounded by the item's budget instead: a cancel waits for the one fact in
-flight (milliseconds), and the checkpoint after it is exact. Only a write
-that outlives that budget leaves it unknown whether its fact is in.
+then), so a fact's write is shielded from the operation's cancellation,
+bounded by the store's own deadlines (``file.io``, ``redis.command``): a
+cancel waits for the one fact in flight (milliseconds), and the checkpoint
+after it is exact. Only a write that outlives those deadlines leaves it
+unknown whether its fact is in.
 """
 
 from __future__ import annotations
