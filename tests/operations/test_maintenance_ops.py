@@ -295,12 +295,17 @@ async def test_cleanup_removes_old_checkpoints_and_stale_temporary_files_only(
         "running": {"status": "running", "finished_at": None},
     }
     for name, fields in operations.items():
-        await store.put_operation({"id": name, "type": "code_analysis", **fields})
+        summary = {"processed_items": 1, "created_at": iso_days_ago(10)}
+        await store.put_operation(
+            {"id": name, "type": "code_analysis", "checkpoint": summary, **fields}
+        )
         await store.put_checkpoint(name, {"state": {"n": 1}})
     data = settings.data_dir
     old_tmp = aged(data / "files" / "backups" / ".autobot-1.jsonl.ab12.tmp", "x" * 10, 48)
     old_partial = aged(data / "operations" / "op-1" / "download.partial", "y" * 7, 30)
     fresh_tmp = aged(data / "files" / "fresh.tmp", "z", 1)
+    # What a resumable operation resumes from is kept while its checkpoint is.
+    resumable_partial = aged(data / "operations" / "recent" / "index.jsonl.partial", "p", 48)
     not_temporary = aged(data / "files" / "notes.txt", "keep", 100)
     outside = aged(tmp_path / "outside" / "stale.tmp", "outside", 100)
     (data / "files" / "link").symlink_to(outside.parent, target_is_directory=True)
@@ -319,7 +324,9 @@ async def test_cleanup_removes_old_checkpoints_and_stale_temporary_files_only(
     assert fresh_tmp.exists() and not_temporary.exists() and outside.exists()
     assert (data / "files" / "linked.tmp").is_symlink()
     assert await store.get_checkpoint("old") is None
+    assert (await store.get_operation("old"))["checkpoint"] is None
     assert await store.get_checkpoint("recent") is not None
+    assert resumable_partial.exists()
     assert run.context.processed_items == run.context.total_items == 3
 
     everything = await run_operation(
@@ -329,7 +336,10 @@ async def test_cleanup_removes_old_checkpoints_and_stale_temporary_files_only(
         store=store,
     )
     assert everything.outcome.result["checkpoints_removed"] == ["recent"]
-    assert everything.outcome.result["files_removed"] == ["files/fresh.tmp"]
+    assert sorted(everything.outcome.result["files_removed"]) == [
+        "files/fresh.tmp",
+        "operations/recent/index.jsonl.partial",
+    ]
     assert await store.get_checkpoint("running") is not None
     assert outside.exists() and not_temporary.exists()
 

@@ -357,19 +357,45 @@ def _remove(root: Path, paths: Sequence[str], cutoff: float) -> list[tuple[int |
     return outcomes
 
 
-async def _expired_checkpoints(ctx: OperationContext, max_age: timedelta) -> list[str]:
+async def _sort_checkpoints(
+    ctx: OperationContext, max_age: timedelta
+) -> tuple[list[str], set[str]]:
+    """The operations whose checkpoint expired, and those whose work must be kept.
+
+    Kept: every operation not finished, and every finished one whose
+    checkpoint has not expired (it can still be resumed, and its files under
+    ``operations/<id>/``, such as a partial index, are what it resumes from).
+    """
     cutoff = datetime.now(UTC) - max_age
-    expired = []
+    expired, kept = [], set()
     for operation in await ctx.store.list_operations():
+        operation_id = operation["id"]
+        if operation.get("status") not in FINISHED:
+            kept.add(operation_id)
+            continue
+        if await ctx.store.get_checkpoint(operation_id) is None:
+            continue
         finished_at = _finished_at(operation)
-        if (
-            operation.get("status") in FINISHED
-            and finished_at is not None
-            and finished_at <= cutoff
-            and await ctx.store.get_checkpoint(operation["id"]) is not None
-        ):
-            expired.append(operation["id"])
-    return expired
+        if finished_at is not None and finished_at <= cutoff:
+            expired.append(operation_id)
+        else:
+            kept.add(operation_id)
+    return expired, kept
+
+
+async def _forget_checkpoint(ctx: OperationContext, operation_id: str) -> None:
+    """Delete the checkpoint, and its summary in the record: a resume starts afresh."""
+    await ctx.store.delete_checkpoint(operation_id)
+    record = await ctx.store.get_operation(operation_id)
+    if record is not None and record.get("checkpoint") is not None:
+        record["checkpoint"] = None
+        await ctx.store.put_operation(record)
+
+
+def _not_kept(name: str, paths: list[str], kept: set[str]) -> list[str]:
+    if name != "operations":
+        return paths
+    return [path for path in paths if path.split("/", 1)[0] not in kept]
 
 
 @operation_type("cleanup_operation", params=CleanupParams)
@@ -382,8 +408,10 @@ async def cleanup_operation(ctx: OperationContext, params: CleanupParams) -> dic
     (:data:`TEMPORARY_FILE_PATTERNS`, under :data:`CLEANED_DIRECTORIES`) is
     stale when unmodified for ``temp_age_hours``; 0 removes all of them,
     including those of writes still going on, so use it only when nothing
-    runs. Symbolic links are never followed, and nothing outside the data dir
-    is touched. A resumed run finds what is left: what it removed is gone.
+    runs, except that the files of an operation that can still be resumed
+    (``operations/<id>/``, a partial index) are kept until its checkpoint
+    expires. Symbolic links are never followed, and nothing outside the data
+    dir is touched. A resumed run finds what is left: what it removed is gone.
     """
     state = ctx.resume_state or {
         "done": 0,
@@ -394,17 +422,17 @@ async def cleanup_operation(ctx: OperationContext, params: CleanupParams) -> dic
         "bytes_freed": 0,
     }
     ctx.progress(step="finding expired checkpoints")
-    expired = await _expired_checkpoints(ctx, timedelta(days=params.checkpoint_age_days))
+    expired, kept = await _sort_checkpoints(ctx, timedelta(days=params.checkpoint_age_days))
     cutoff = time.time() - params.temp_age_hours * 3600
     stale: list[tuple[str, Path, list[str]]] = []
     for name, root in await run_file_io(_cleaned_roots, Path(ctx.settings.data_dir)):
-        found = await walk_files(root, TEMPORARY_FILE_PATTERNS)
+        found = _not_kept(name, await walk_files(root, TEMPORARY_FILE_PATTERNS), kept)
         stale.append((name, root, await run_file_io(_stale, root, found, cutoff)))
     total = state["done"] + len(expired) + sum(len(paths) for _, _, paths in stale)
     ctx.progress(total=total, processed=state["done"], step="removing checkpoints")
     for operation_id in expired:
         async with ctx.item(f"checkpoint of {operation_id}") as outcome:
-            await ctx.store.delete_checkpoint(operation_id)
+            await _forget_checkpoint(ctx, operation_id)
         state["done"] += 1
         if outcome.ok:
             state["checkpoints_removed"] += 1
