@@ -14,9 +14,11 @@ from .._deadlines import deadline, install_deadlines
 from .._health import HealthCheck
 from .._services import Services
 from ._access_log import ROUTE_KEY, AccessLog
+from ._agents import agents
 from ._auth import install_auth
 from ._chats import chats
 from ._error_handlers import register_error_handlers
+from ._files import files
 from ._guards import install_guards
 from ._long_running import is_long_running
 from ._operations import operations
@@ -100,6 +102,8 @@ def create_app(
     app.register_blueprint(system)
     app.register_blueprint(chats)
     app.register_blueprint(operations)
+    app.register_blueprint(files)
+    app.register_blueprint(agents)
 
     @app.before_serving
     async def open_services() -> None:
