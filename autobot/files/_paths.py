@@ -23,67 +23,46 @@ or refuses it. The rules, in the order they are checked:
 3. **Lengths**: ``422 path_too_long`` (a :class:`ValidationFailed`) for a
    segment over ``NAME_MAX`` (255 bytes) or a path over ``PATH_MAX`` (4,096
    bytes), the client path and the resolved absolute path alike.
-4. **Symbolic links**: the path is walked one component at a time with
-   ``os.lstat``; a link is read with ``os.readlink`` and its target walked in
-   turn (relative to the link's directory, or from ``/``). Each link's target,
-   once resolved, must lie inside the root, or the path is refused
-   ``path_outside_root``: a link to a directory inside the root is fine, a
-   link to ``/etc`` or a chain of links that ends outside is not, whatever
-   the remaining components. More than 40 links in one path is refused the
-   same way (a loop). A component missing while the walk is outside the root
-   is refused too, so the answer never says whether something outside exists.
+4. **Symbolic links**: the path is walked beneath a directory descriptor of
+   the root, one component at a time, each opened with ``O_NOFOLLOW``
+   relative to the directory above it (see :mod:`._beneath`). A link is read
+   with ``readlinkat`` and its target walked in turn (relative to the link's
+   directory, or from ``/``); each link's target must end inside the root,
+   or the path is refused ``path_outside_root``: a link to a directory inside
+   the root is fine, a link to ``/etc`` or a chain of links that ends outside
+   is not, whatever the remaining components. Above the root the walk only
+   moves along the root's own ancestors, so ``../files/docs`` comes back in
+   and nothing else outside is ever looked up: the answer never says whether
+   something outside exists. More than 40 links in one path is refused the
+   same way (a loop).
 5. **Existence**: with ``must_exist``, a missing component is ``404
    file_not_found``. Without it, the missing tail is appended as given (it
    holds no links, since it does not exist), for a caller about to create it.
 
 The result is the real path: symbolic links replaced by their (inside)
-targets. The check is made at one moment; a caller that writes should still
-create with ``O_EXCL``/``O_NOFOLLOW`` where it matters, since only the server
-writes under the root.
+targets. It is a string, valid at the moment of the walk: a caller that opens
+it later, by name, can be led elsewhere by a link swapped in meanwhile. The
+files API therefore never opens by name; it uses :class:`~autobot.files.FilesRoot`,
+which opens what it walked to through the same descriptors. The operations
+resolve paths here and then read only with ``O_NOFOLLOW``.
 """
 
 from __future__ import annotations
 
-import errno
 import os
 import re
-import stat
 import unicodedata
-from collections import deque
 from pathlib import Path
 from urllib.parse import unquote
 
-from .._errors import BadRequest, NotFound, ValidationFailed, echo
+from ._beneath import NAME_MAX, PATH_MAX, outside_root, too_long, walk
 from ._io import run_file_io
 
 __all__ = ["NAME_MAX", "PATH_MAX", "check_client_path", "resolve_client_path"]
 
-#: Longest file name, in bytes (Linux ``NAME_MAX``).
-NAME_MAX = 255
-#: Longest path, in bytes (Linux ``PATH_MAX``).
-PATH_MAX = 4096
-
-# Links followed in one resolution before it counts as a loop (Linux's own limit).
-_MAX_LINKS = 40
 # Percent-decoding rounds checked; a path still changing after them is refused.
 _DECODE_ROUNDS = 4
 _DISGUISED_ESCAPE = re.compile(r"%(?:2e|2f|5c|00|c0|c1|u002e|u002f|u005c|u0000)", re.IGNORECASE)
-# Marks, in the queue of components to walk, the end of one link's target.
-_END_OF_LINK = object()
-
-
-def _outside(client_path: str) -> BadRequest:
-    return BadRequest(
-        f"path {echo(client_path)} is outside the files root", code="path_outside_root"
-    )
-
-
-def _too_long(client_path: str, what: str) -> ValidationFailed:
-    return ValidationFailed(
-        f"path {echo(client_path)}: {what}",
-        code="path_too_long",
-        fields=[{"field": "path", "message": what}],
-    )
 
 
 def _only_dots_and_space(name: str) -> bool:
@@ -113,84 +92,32 @@ def check_client_path(client_path: str) -> list[str]:
     ``path_too_long``; ``[]`` for the root itself.
     """
     if not isinstance(client_path, str):
-        raise _outside(client_path)
+        raise outside_root(client_path)
     spelling = client_path
     for _ in range(_DECODE_ROUNDS):
         if _DISGUISED_ESCAPE.search(spelling) or not _spelling_is_safe(spelling):
-            raise _outside(client_path)
+            raise outside_root(client_path)
         decoded = unquote(spelling, errors="replace")
         if decoded == spelling:
             break
         spelling = decoded
     else:
-        raise _outside(client_path)
+        raise outside_root(client_path)
     try:
         encoded = os.fsencode(client_path)
     except UnicodeEncodeError:  # a lone surrogate: no file in the root can have that name
-        raise _outside(client_path) from None
+        raise outside_root(client_path) from None
     if len(encoded) > PATH_MAX:
-        raise _too_long(client_path, f"longer than {PATH_MAX} bytes")
+        raise too_long(client_path, f"longer than {PATH_MAX} bytes")
     segments = [segment for segment in client_path.split("/") if segment not in ("", ".")]
     if any(len(os.fsencode(segment)) > NAME_MAX for segment in segments):
-        raise _too_long(client_path, f"a name is longer than {NAME_MAX} bytes")
+        raise too_long(client_path, f"a name is longer than {NAME_MAX} bytes")
     return segments
 
 
-def _inside(path: str, root: str) -> bool:
-    return path == root or path.startswith(root.rstrip(os.sep) + os.sep)
-
-
-def _walk(root: Path, segments: list[str], must_exist: bool, client_path: str) -> Path:
-    os.makedirs(root, exist_ok=True)
-    real_root = os.path.realpath(root)
-    current = real_root
-    pending: deque[object] = deque(segments)
-    links = 0
-    while pending:
-        name = pending.popleft()
-        if name is _END_OF_LINK:
-            if not _inside(current, real_root):
-                raise _outside(client_path)
-            continue
-        assert isinstance(name, str)
-        if name in ("", "."):
-            continue
-        if name == "..":  # only ever from a link's target: the client's are refused
-            current = os.path.dirname(current)
-            continue
-        candidate = os.path.join(current, name)
-        try:
-            mode = os.lstat(candidate).st_mode
-        except (FileNotFoundError, NotADirectoryError):
-            rest = [name, *(part for part in pending if part is not _END_OF_LINK)]
-            if not _inside(current, real_root) or ".." in rest:
-                raise _outside(client_path) from None
-            if must_exist:
-                raise NotFound(
-                    f"no file or directory {echo(client_path)}", code="file_not_found"
-                ) from None
-            current = os.path.join(current, *(str(part) for part in rest))
-            break
-        except OSError as error:
-            if error.errno == errno.ENAMETOOLONG:
-                raise _too_long(client_path, "the resolved path is too long") from None
-            raise
-        if not stat.S_ISLNK(mode):
-            current = candidate
-            continue
-        links += 1
-        if links > _MAX_LINKS:
-            raise _outside(client_path)
-        target = os.readlink(candidate)
-        if target.startswith("/"):
-            current = "/"
-        pending.appendleft(_END_OF_LINK)
-        pending.extendleft(reversed(target.split("/")))
-    if not _inside(current, real_root):
-        raise _outside(client_path)
-    if len(os.fsencode(current)) > PATH_MAX:
-        raise _too_long(client_path, f"the resolved path is longer than {PATH_MAX} bytes")
-    return Path(current)
+def _resolve(root: Path, segments: list[str], must_exist: bool, client_path: str) -> Path:
+    with walk(root, segments, client_path, missing="error" if must_exist else "tail") as place:
+        return Path(place.real_path())
 
 
 async def resolve_client_path(root: Path, client_path: str, *, must_exist: bool = True) -> Path:
@@ -201,4 +128,4 @@ async def resolve_client_path(root: Path, client_path: str, *, must_exist: bool 
     docstring lists the rules. The file system is walked in one ``file.io`` step.
     """
     segments = check_client_path(client_path)
-    return await run_file_io(_walk, root, segments, must_exist, client_path)
+    return await run_file_io(_resolve, root, segments, must_exist, client_path)
