@@ -3,8 +3,8 @@
 Reads come from memory. Writes become records that the :class:`Journal`
 appends, fsyncs and only then applies, so anything a caller was told is stored
 survives a crash. Blocking inbox receives and publish/subscribe are in-process
-Trio primitives. Leases live in memory only: in a single process a restart
-ends every lease anyway.
+Trio primitives. Leases and agents' presence live in memory only: in a single
+process a restart ends every lease anyway, and agents announce themselves again.
 
 The journal's writer and its compaction run as supervised services
 (``storage.journal``, critical: nothing is stored without it, and
@@ -14,13 +14,14 @@ The journal's writer and its compaction run as supervised services
 from __future__ import annotations
 
 import copy
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from pathlib import Path
 from typing import Any
 
 import trio
 
+from .._deadlines import deadline
 from .._errors import StorageUnavailable
 from .._health import HealthCheck
 from .._supervisor import Supervisor, using_supervisor
@@ -39,7 +40,7 @@ from ._models import (
     new_id,
     now,
 )
-from ._records import checked_import
+from ._records import checked_import, inbox_record
 
 __all__ = ["EmbeddedStore", "open_embedded_store"]
 
@@ -75,6 +76,7 @@ class EmbeddedStore:
         self._state = journal.state
         self._fanout = Fanout()
         self._leases: dict[str, tuple[str, float]] = {}
+        self._live: dict[str, float] = {}  # agent → when its presence lapses (Trio clock)
         self._inbox_changed: dict[str, trio.Event] = {}
         self._inbox_locks: dict[str, trio.Lock] = {}
         journal.after_apply = self._after_apply
@@ -253,10 +255,22 @@ class EmbeddedStore:
         await trio.lowlevel.checkpoint()
         return sorted(self._state.agents)
 
-    async def push_inbox(self, agent: str, body: dict[str, Any], priority: Priority) -> str:
-        created_at, _ = now()
+    async def touch_agent(self, agent: str, ttl_s: float) -> None:
+        await self.register_agent(agent)
+        self._live[agent] = trio.current_time() + ttl_s
+
+    async def live_agents(self) -> list[str]:
+        await trio.lowlevel.checkpoint()
+        current = trio.current_time()
+        for agent in [a for a, until in self._live.items() if until <= current]:
+            del self._live[agent]
+        return sorted(self._live)
+
+    def _inbox_message_record(
+        self, agent: str, body: dict[str, Any], priority: Priority, created_at: str
+    ) -> dict[str, Any]:
         self._state.inbox_seq += 1
-        record = {
+        return {
             "kind": "inbox_message",
             "agent": agent,
             "id": new_id(),
@@ -265,18 +279,48 @@ class EmbeddedStore:
             "created_at": created_at,
             "seq": self._state.inbox_seq,
         }
+
+    async def push_inbox(self, agent: str, body: dict[str, Any], priority: Priority) -> str:
+        created_at, _ = now()
+        record = self._inbox_message_record(agent, body, priority, created_at)
         await self._commit_one(record)
         return record["id"]
+
+    async def push_inbox_many(
+        self, agents: Sequence[str], body: dict[str, Any], priority: Priority
+    ) -> list[str]:
+        created_at, _ = now()
+        records = [
+            self._inbox_message_record(agent, body, priority, created_at)
+            for agent in dict.fromkeys(agents)
+        ]
+        if records:
+            await self._journal.commit(records)
+        else:
+            await trio.lowlevel.checkpoint()
+        return [record["id"] for record in records]
 
     async def pop_inbox(self, agent: str, max_count: int) -> list[InboxMessage]:
         # One taker at a time per inbox, so two takers never get the same message.
         async with self._inbox_locks.setdefault(agent, trio.Lock()):
             messages = self._state.peek_inbox(agent, max_count)
             if messages:
-                await self._journal.commit(
-                    [{"kind": "inbox_taken", "agent": agent, "ids": [m.id for m in messages]}]
-                )
+                # Shielded: once queued, the record is written whether or not its
+                # committer still waits, and a committer cancelled here would lose
+                # the messages it took. file.io bounds a writer that is not there.
+                with trio.CancelScope(shield=True), deadline("file.io"):
+                    await self._journal.commit(
+                        [{"kind": "inbox_taken", "agent": agent, "ids": [m.id for m in messages]}]
+                    )
             return messages
+
+    async def return_inbox(self, agent: str, messages: Sequence[InboxMessage]) -> None:
+        records = [inbox_record(agent, message, message.seq) for message in messages]
+        if records:
+            with deadline("file.io"):
+                await self._journal.commit(records)
+        else:
+            await trio.lowlevel.checkpoint()
 
     async def wait_inbox(self, agent: str, max_count: int) -> list[InboxMessage]:
         while True:

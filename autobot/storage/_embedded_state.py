@@ -41,6 +41,9 @@ class _ChatEntry:
 class _Inbox:
     heap: list[tuple[int, int, str]] = field(default_factory=list)  # (-priority, seq, id)
     waiting: dict[str, tuple[int, InboxMessage]] = field(default_factory=dict)  # id → (seq, msg)
+    # Ids with an entry in the heap, taken or not: a message handed back while
+    # its old entry is still there reuses it rather than being listed twice.
+    in_heap: set[str] = field(default_factory=set)
 
 
 class EmbeddedState:
@@ -122,9 +125,11 @@ class EmbeddedState:
         priority = Priority[record["priority"].upper()]
         seq = record["seq"]
         self.inbox_seq = max(self.inbox_seq, seq)
-        message = InboxMessage(record["id"], priority, record["body"], record["created_at"])
+        message = InboxMessage(record["id"], priority, record["body"], record["created_at"], seq)
         inbox.waiting[record["id"]] = (seq, message)
-        heapq.heappush(inbox.heap, (-priority, seq, record["id"]))
+        if record["id"] not in inbox.in_heap:
+            inbox.in_heap.add(record["id"])
+            heapq.heappush(inbox.heap, (-priority, seq, record["id"]))
         return True
 
     def _apply_inbox_taken(self, record: dict[str, Any]) -> bool:
@@ -152,7 +157,7 @@ class EmbeddedState:
             return []
         # Drop heap entries whose message was already taken.
         while inbox.heap and inbox.heap[0][2] not in inbox.waiting:
-            heapq.heappop(inbox.heap)
+            inbox.in_heap.discard(heapq.heappop(inbox.heap)[2])
         ids = [
             entry[2]
             for entry in heapq.nsmallest(max_count, inbox.heap)

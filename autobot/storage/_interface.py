@@ -15,7 +15,7 @@ was cancelled either happened whole or not at all, never in part.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
 from contextlib import AbstractAsyncContextManager
 from typing import Any, Protocol
 
@@ -152,14 +152,53 @@ class Store(Protocol):
         """Registered agents, sorted by name."""
         ...
 
+    async def touch_agent(self, agent: str, ttl_s: float) -> None:
+        """Register ``agent`` and count it present for ``ttl_s`` seconds from now.
+
+        Presence is what a broadcast reaches (:meth:`live_agents`); each touch
+        replaces the previous one's expiry. It is not exported: present agents
+        announce themselves again after a move or, embedded, a restart.
+        """
+        ...
+
+    async def live_agents(self) -> list[str]:
+        """Agents whose last :meth:`touch_agent` has not lapsed, sorted by name.
+
+        The Redis backend keeps the expiries on Redis's own clock, so every
+        process sees the same agents present whatever its own clock says.
+        """
+        ...
+
     async def push_inbox(self, agent: str, body: dict[str, Any], priority: Priority) -> str:
         """Queue a message for ``agent`` (registering it); returns the message id."""
+        ...
+
+    async def push_inbox_many(
+        self, agents: Sequence[str], body: dict[str, Any], priority: Priority
+    ) -> list[str]:
+        """Queue one copy of a message for each of ``agents`` (a repeated name once).
+
+        All copies are queued together or, on failure, none is, so a caller that
+        retries a failed call never gives an agent a second copy. Returns the
+        copies' ids, in the order of ``agents``.
+        """
         ...
 
     async def pop_inbox(self, agent: str, max_count: int) -> list[InboxMessage]:
         """Take up to ``max_count`` messages, highest priority first, FIFO within one.
 
         Returns at once, with an empty list when there is nothing to take.
+        Cancelling it loses nothing: messages that were taken are returned.
+        """
+        ...
+
+    async def return_inbox(self, agent: str, messages: Sequence[InboxMessage]) -> None:
+        """Hand taken messages back, each to the place it was taken from.
+
+        For a taker that could not pass them on (its receiver went away). Each
+        goes back ahead of every message of its priority that arrived after it,
+        so it is the next one taken; all of them together or none, and a waiter
+        wakes as for a push.
         """
         ...
 

@@ -112,12 +112,18 @@ class Fact:
 
 @dataclass(frozen=True, slots=True)
 class InboxMessage:
-    """One message waiting in an agent's inbox. ``body`` is the caller's JSON object."""
+    """One message waiting in an agent's inbox. ``body`` is the caller's JSON object.
+
+    ``seq`` is its place in arrival order (unique per store): a message handed
+    back with :meth:`~autobot.storage.Store.return_inbox` goes back to that
+    place, ahead of every later arrival of its priority.
+    """
 
     id: str
     priority: Priority
     body: dict[str, Any]
     created_at: str
+    seq: int = 0
 
     def to_json(self) -> dict[str, Any]:
         return {

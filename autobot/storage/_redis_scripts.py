@@ -146,6 +146,53 @@ end
 return result
 """
 
+# KEYS: agents, seq, then per message: inbox zset, inbox data hash, doorbell list.
+# ARGV: per message: agent, id, priority (0-3), message json, seq or ''.  Returns the seqs.
+# One script for a broadcast's copies and for messages handed back, so either
+# lands whole or not at all.
+_PUSH_INBOX_MANY = """
+local seqs = {}
+for i = 0, #ARGV / 5 - 1 do
+  local a, k = i * 5, 2 + i * 3
+  local seq = tonumber(ARGV[a + 5])
+  if not seq then seq = redis.call('INCR', KEYS[2])
+  elseif seq > tonumber(redis.call('GET', KEYS[2]) or '0') then redis.call('SET', KEYS[2], seq) end
+  redis.call('SADD', KEYS[1], ARGV[a + 1])
+  redis.call('HSET', KEYS[k + 2], ARGV[a + 2], ARGV[a + 4])
+  redis.call('ZADD', KEYS[k + 1], (3 - tonumber(ARGV[a + 3])) * 1000000000000 + seq, ARGV[a + 2])
+  redis.call('RPUSH', KEYS[k + 3], '1')
+  redis.call('LTRIM', KEYS[k + 3], -16, -1)
+  table.insert(seqs, seq)
+end
+return seqs
+"""
+
+# Agents' presence is scored on Redis's own clock (TIME, in ms), so processes
+# whose clocks disagree still agree on who is present.
+_NOW_MS = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+"""
+
+# KEYS: agents, presence zset.  ARGV: agent, ttl ms
+_TOUCH_AGENT = (
+    _NOW_MS
+    + """
+redis.call('SADD', KEYS[1], ARGV[1])
+redis.call('ZADD', KEYS[2], now + tonumber(ARGV[2]), ARGV[1])
+return 1
+"""
+)
+
+# KEYS: presence zset.  Drops the lapsed, returns those still present.
+_LIVE_AGENTS = (
+    _NOW_MS
+    + """
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
+return redis.call('ZRANGE', KEYS[1], 0, -1)
+"""
+)
+
 SCRIPTS = {
     name: Script(source)
     for name, source in {
@@ -160,5 +207,8 @@ SCRIPTS = {
         "release_lease": _RELEASE_LEASE,
         "push_inbox": _PUSH_INBOX,
         "pop_inbox": _POP_INBOX,
+        "push_inbox_many": _PUSH_INBOX_MANY,
+        "touch_agent": _TOUCH_AGENT,
+        "live_agents": _LIVE_AGENTS,
     }.items()
 }

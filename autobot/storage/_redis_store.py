@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from typing import Any
 
@@ -303,6 +303,16 @@ class RedisStore:
     async def list_agents(self) -> list[str]:
         return sorted(await self.client.smembers(self._key("agents")))
 
+    async def touch_agent(self, agent: str, ttl_s: float) -> None:
+        await self._run(
+            "touch_agent",
+            [self._key("agents"), self._key("agents", "live")],
+            [agent, max(1, round(ttl_s * 1000))],
+        )
+
+    async def live_agents(self) -> list[str]:
+        return sorted(await self._run("live_agents", [self._key("agents", "live")], []))
+
     async def _push(
         self, agent: str, message_id: str, priority: Priority, data: dict[str, Any], seq: Any
     ) -> None:
@@ -324,11 +334,51 @@ class RedisStore:
         await self._push(agent, message_id, priority, {"body": body, "created_at": created_at}, "")
         return message_id
 
+    async def _push_many(self, entries: list[tuple[str, str, Priority, str, Any]]) -> None:
+        """One script for ``(agent, id, priority, data json, seq or '')`` entries."""
+        keys = [self._key("agents"), self._key("inbox_seq")]
+        args: list[Any] = []
+        for agent, message_id, priority, data, seq in entries:
+            keys += [
+                self._key("inbox", agent),
+                self._key("inbox", agent, "data"),
+                self._key("inbox", agent, "bell"),
+            ]
+            args += [agent, message_id, int(priority), data, seq]
+        await self._run("push_inbox_many", keys, args)
+
+    async def push_inbox_many(
+        self, agents: Sequence[str], body: dict[str, Any], priority: Priority
+    ) -> list[str]:
+        created_at, _ = now()
+        data = _dumps({"body": body, "created_at": created_at})
+        entries = [(agent, new_id(), priority, data, "") for agent in dict.fromkeys(agents)]
+        if entries:
+            await self._push_many(entries)
+        return [entry[1] for entry in entries]
+
+    async def return_inbox(self, agent: str, messages: Sequence[InboxMessage]) -> None:
+        entries = [
+            (
+                agent,
+                message.id,
+                message.priority,
+                _dumps({"body": message.body, "created_at": message.created_at}),
+                message.seq,
+            )
+            for message in messages
+        ]
+        if entries:
+            await self._push_many(entries)
+
     @staticmethod
     def _inbox_message(message_id: str, score: Any, raw: str) -> InboxMessage:
         data = json.loads(raw)
-        priority = Priority(3 - int(float(score)) // _SCORE_BAND)
-        return InboxMessage(message_id, priority, data["body"], data["created_at"])
+        score = int(float(score))
+        priority = Priority(3 - score // _SCORE_BAND)
+        return InboxMessage(
+            message_id, priority, data["body"], data["created_at"], score % _SCORE_BAND
+        )
 
     async def pop_inbox(self, agent: str, max_count: int) -> list[InboxMessage]:
         # Shielded: once the script may have run, its reply must be read, or the
@@ -456,7 +506,7 @@ class RedisStore:
                 if raw is None:
                     continue
                 message = self._inbox_message(message_id, score, raw)
-                await emit(inbox_record(agent, message, int(score) % _SCORE_BAND))
+                await emit(inbox_record(agent, message, message.seq))
         return count
 
     async def import_records(self, records: Iterable[dict[str, Any]]) -> int:

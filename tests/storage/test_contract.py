@@ -320,6 +320,113 @@ async def test_cancelled_wait_loses_no_message(store: Store) -> None:
     assert [m.body for m in await store.pop_inbox("patient", 10)] == [{"n": 1}]
 
 
+async def test_cancelled_pop_loses_no_message(store: Store) -> None:
+    # Cancelled after more and more scheduling steps: before, during and after its write.
+    for steps in range(40):
+        await store.push_inbox("hasty", {"i": steps}, Priority.NORMAL)
+        got: list[int] = []
+        scope = trio.CancelScope()
+
+        async def take(scope: trio.CancelScope = scope, got: list[int] = got) -> None:
+            with scope:
+                got.extend(m.body["i"] for m in await store.pop_inbox("hasty", 2))
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(take)
+            for _ in range(steps):
+                await trio.lowlevel.checkpoint()
+            scope.cancel()
+        # A write after it: whatever the cancelled pop still had on its way is done by now.
+        await store.push_inbox("bystander", {"i": steps}, Priority.NORMAL)
+        rest = [m.body["i"] for m in await store.pop_inbox("hasty", 10)]
+        assert got + rest == [steps], steps
+
+
+async def test_returned_messages_come_back_first_in_their_priority(store: Store) -> None:
+    for name, priority in [("n1", Priority.NORMAL), ("n2", Priority.NORMAL), ("h1", Priority.HIGH)]:
+        await store.push_inbox("planner", {"name": name}, priority)
+    taken = await store.pop_inbox("planner", 2)
+    assert [m.body["name"] for m in taken] == ["h1", "n1"]
+    await store.push_inbox("planner", {"name": "n3"}, Priority.NORMAL)
+    await store.push_inbox("planner", {"name": "l1"}, Priority.LOW)
+    await store.return_inbox("planner", taken)
+    again = await store.pop_inbox("planner", 10)
+    assert [m.body["name"] for m in again] == ["h1", "n1", "n2", "n3", "l1"]
+    assert [(m.id, m.priority, m.created_at) for m in again[:2]] == [
+        (m.id, m.priority, m.created_at) for m in taken
+    ]
+    assert await store.pop_inbox("planner", 10) == []
+
+
+async def test_a_message_returned_at_once_is_taken_once(store: Store) -> None:
+    await store.push_inbox("echo", {"n": 1}, Priority.NORMAL)
+    for _ in range(3):
+        taken = await store.pop_inbox("echo", 5)
+        assert [m.body for m in taken] == [{"n": 1}]
+        await store.return_inbox("echo", taken)
+    assert [m.body for m in await store.pop_inbox("echo", 5)] == [{"n": 1}]
+    assert await store.pop_inbox("echo", 5) == []
+
+
+async def test_a_message_returned_behind_a_newer_one_keeps_its_place(store: Store) -> None:
+    await store.push_inbox("q", {"n": 1}, Priority.NORMAL)
+    (first,) = await store.pop_inbox("q", 1)
+    await store.push_inbox("q", {"n": 2}, Priority.NORMAL)
+    (second,) = await store.pop_inbox("q", 1)
+    await store.return_inbox("q", [second])
+    await store.return_inbox("q", [first])
+    assert [m.body["n"] for m in await store.pop_inbox("q", 5)] == [1, 2]
+
+
+async def test_return_inbox_wakes_a_waiter(store: Store) -> None:
+    await store.push_inbox("waiter", {"n": 1}, Priority.HIGH)
+    taken = await store.pop_inbox("waiter", 1)
+
+    async def hand_back_later() -> None:
+        await trio.testing.wait_all_tasks_blocked()
+        await store.return_inbox("waiter", taken)
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(hand_back_later)
+        with trio.fail_after(5):
+            again = await store.wait_inbox("waiter", 5)
+    assert [(m.id, m.body) for m in again] == [(taken[0].id, {"n": 1})]
+
+
+async def test_push_inbox_many_queues_one_copy_per_agent(store: Store) -> None:
+    ids = await store.push_inbox_many(["b", "a", "b"], {"hello": True}, Priority.HIGH)
+    assert len(ids) == 2 and len(set(ids)) == 2
+    for agent in ("a", "b"):
+        (copy,) = await store.pop_inbox(agent, 5)
+        assert copy.body == {"hello": True} and copy.priority is Priority.HIGH
+    assert await store.list_agents() == ["a", "b"]
+    assert await store.push_inbox_many([], {"nobody": True}, Priority.LOW) == []
+
+
+async def test_push_inbox_many_keeps_each_inbox_in_order(store: Store) -> None:
+    await store.push_inbox("a", {"n": 1}, Priority.NORMAL)
+    await store.push_inbox_many(["a", "b"], {"n": 2}, Priority.NORMAL)
+    await store.push_inbox("a", {"n": 3}, Priority.NORMAL)
+    assert [m.body["n"] for m in await store.pop_inbox("a", 5)] == [1, 2, 3]
+
+
+async def test_touched_agents_are_live_until_their_ttl_lapses(store: Store) -> None:
+    await store.register_agent("quiet")
+    await store.touch_agent("steady", 30)
+    await store.touch_agent("brief", 0.05)
+    assert await store.live_agents() == ["brief", "steady"]
+    assert await store.list_agents() == ["brief", "quiet", "steady"]
+
+    async def lapsed() -> bool:
+        return await store.live_agents() == ["steady"]
+
+    # Redis keeps presence on its own clock, so this waits in real time, by polling.
+    with trio.fail_after(5):
+        await eventually(lapsed, interval_s=0.02)
+    await store.touch_agent("brief", 30)  # back again
+    assert await store.live_agents() == ["brief", "steady"]
+
+
 # -- publish / subscribe ----------------------------------------------------------------------
 
 
