@@ -157,23 +157,29 @@ def _temporary_name(name: str) -> str:
 def _create(root: Path, segments: list[str], client_path: str, parents: bool) -> FileWriter:
     if not segments:
         raise _is_a_directory(client_path)
-    place = walk(root, segments, client_path, last="stop", missing="create" if parents else "error")
+    missing = "create" if parents else "error"
+    place = walk(root, segments, client_path, last="stop", missing=missing)
     try:
-        assert place.name is not None
-        with place.directory.use() as directory:
-            try:
-                existing = os.stat(place.name, dir_fd=directory, follow_symlinks=False)
-            except FileNotFoundError:
-                pass
-            else:
-                if stat.S_ISDIR(existing.st_mode):
-                    raise _is_a_directory(client_path)
-            temporary = _temporary_name(place.name)
-            flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
-            fd = os.open(temporary, flags, 0o644, dir_fd=directory)
+        return create_in(place, client_path)
     except BaseException:
         place.close()
         raise
+
+
+def create_in(place: Place, client_path: str) -> FileWriter:
+    """A temporary file for ``place.name`` in the directory the walk reached (owns ``place``)."""
+    assert place.name is not None
+    with place.directory.use() as directory:
+        try:
+            existing = os.stat(place.name, dir_fd=directory, follow_symlinks=False)
+        except FileNotFoundError:
+            pass
+        else:
+            if stat.S_ISDIR(existing.st_mode):
+                raise _is_a_directory(client_path)
+        temporary = _temporary_name(place.name)
+        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+        fd = os.open(temporary, flags, 0o644, dir_fd=directory)
     return FileWriter(place, Descriptor(fd), temporary, client_path)
 
 
@@ -217,15 +223,18 @@ def _mkdir(root: Path, segments: list[str], client_path: str, parents: bool) -> 
         raise Conflict("the files root exists already", code="already_exists")
     missing = "create" if parents else "error"
     with walk(root, segments, client_path, last="stop", missing=missing) as place:
-        assert place.name is not None
-        with place.directory.use() as directory:
-            try:
-                os.mkdir(place.name, 0o755, dir_fd=directory)
-            except FileExistsError:
-                raise Conflict(
-                    f"{echo(client_path)} exists already", code="already_exists"
-                ) from None
-            os.fsync(directory)
+        mkdir_in(place, client_path)
+
+
+def mkdir_in(place: Place, client_path: str) -> None:
+    """Make the directory ``place.name`` in the directory the walk reached."""
+    assert place.name is not None
+    with place.directory.use() as directory:
+        try:
+            os.mkdir(place.name, 0o755, dir_fd=directory)
+        except FileExistsError:
+            raise Conflict(f"{echo(client_path)} exists already", code="already_exists") from None
+        os.fsync(directory)
 
 
 def _open_directory_here(parent: int, name: str) -> int | None:
@@ -281,32 +290,36 @@ def _remove_contents(parent: int, name: str, budget: int) -> None:
 
 
 def _delete_step(root: Path, segments: list[str], client_path: str, recursive: bool) -> bool:
-    """Remove the name, or a batch under it; ``True`` once it is gone."""
     with walk(root, segments, client_path, last="stop") as place:
-        assert place.name is not None
-        with place.directory.use() as directory:
-            try:
-                found = os.stat(place.name, dir_fd=directory, follow_symlinks=False)
-            except FileNotFoundError:
-                raise not_found(client_path) from None
-            try:
-                if stat.S_ISDIR(found.st_mode):
-                    os.rmdir(place.name, dir_fd=directory)
-                else:
-                    os.unlink(place.name, dir_fd=directory)
-            except OSError as error:
-                if error.errno not in (errno.ENOTEMPTY, errno.EEXIST):
-                    raise
-                if not recursive:
-                    raise Conflict(
-                        f"{echo(client_path)} is a directory that is not empty"
-                        " (delete it with recursive=true)",
-                        code="directory_not_empty",
-                    ) from None
-                _remove_contents(directory, place.name, _DELETE_BATCH)
-                return False
-            os.fsync(directory)
-            return True
+        return delete_in(place, client_path, recursive)
+
+
+def delete_in(place: Place, client_path: str, recursive: bool) -> bool:
+    """Remove ``place.name`` (never followed), or a batch under it; ``True`` once it is gone."""
+    assert place.name is not None
+    with place.directory.use() as directory:
+        try:
+            found = os.stat(place.name, dir_fd=directory, follow_symlinks=False)
+        except FileNotFoundError:
+            raise not_found(client_path) from None
+        try:
+            if stat.S_ISDIR(found.st_mode):
+                os.rmdir(place.name, dir_fd=directory)
+            else:
+                os.unlink(place.name, dir_fd=directory)
+        except OSError as error:
+            if error.errno not in (errno.ENOTEMPTY, errno.EEXIST):
+                raise
+            if not recursive:
+                raise Conflict(
+                    f"{echo(client_path)} is a directory that is not empty"
+                    " (delete it with recursive=true)",
+                    code="directory_not_empty",
+                ) from None
+            _remove_contents(directory, place.name, _DELETE_BATCH)
+            return False
+        os.fsync(directory)
+        return True
 
 
 # -- the async surface ---------------------------------------------------------------------
