@@ -11,7 +11,9 @@ backend runs: the store reports its own health checks and breakers.
 Supervised here: ``health`` (the nursery health probes run in), ``storage``
 (the store keeper, below) and, through the keeper, the store's own tasks, and
 ``operations`` (the long-running operations' runner, stopped first at shutdown
-so that running operations checkpoint while the store is still open). A
+so that running operations checkpoint while the store is still open) and
+``agents`` (the message bus's sweeper, which hands back messages taken for
+receivers that went away). A
 service that fails on an outside fault is restarted with backoff and reported
 in ``/api/health``; a programming error in any of them ends :meth:`run` with
 that error (after setting :attr:`Services.crashed`), so the server can exit
@@ -47,6 +49,7 @@ from ._health import (
 from ._logging import log_fields
 from ._metrics import Metrics
 from ._supervisor import RestartPolicy, Supervisor, open_supervisor
+from .agents import AgentBus
 from .chat import ChatService
 from .llm import LLM, LLMHealthCheck, PromptTemplates, open_llm
 from .operations import OperationRunner
@@ -119,6 +122,7 @@ class Services:
         self.shutting_down = False
         self.operations = OperationRunner(settings, lambda: self.store, metrics=self.metrics)
         self.metrics.watch_operations(self.operations.counts)
+        self.agents = AgentBus(lambda: self.store)
 
     @property
     def chat(self) -> ChatService:
@@ -224,6 +228,7 @@ class Services:
                         policy=STORE_RESTARTS,
                     )
                     await supervisor.start("operations", self.operations.run)
+                    await supervisor.start("agents", self.agents.run)
                 task_status.started(self)
                 await self._stop_requested.wait()
                 # Before the store closes: running operations save their checkpoints.
