@@ -22,7 +22,7 @@ from ._files import files
 from ._guards import install_guards
 from ._long_running import is_long_running
 from ._operations import operations
-from ._request import AutoBotRequest
+from ._request import AutoBotHTTPConnection, AutoBotRequest, is_streamed_body
 from ._system import system
 
 __all__ = ["AutoBotApp", "create_app"]
@@ -38,17 +38,23 @@ class AutoBotApp(QuartTrio):
     response body is sent after the handler returned and is bounded by the
     deadlines of what it streams (``llm.idle``, ``llm.total``), not by the
     budget for ordinary requests. Handlers marked :func:`long_running` (a
-    non-streamed answer) skip ``http.request`` too.
+    non-streamed answer) skip ``http.request`` too. Handlers marked
+    :func:`~autobot.api._request.streamed_body` (an upload) read their body
+    themselves as it arrives, and bound it themselves.
     """
 
     request_class = AutoBotRequest
+    asgi_http_class = AutoBotHTTPConnection
 
     async def dispatch_request(self, request_context: Any = None) -> Any:
         incoming = cast(AutoBotRequest, request._get_current_object())  # type: ignore[attr-defined]
+        rule = request.url_rule
+        handler = self.view_functions.get(rule.endpoint) if rule is not None else None
+        if is_streamed_body(handler):
+            return await super().dispatch_request(request_context)
         if incoming.has_body:
             await incoming.receive_body()
-        rule = request.url_rule
-        if rule is not None and is_long_running(self.view_functions.get(rule.endpoint)):
+        if is_long_running(handler):
             return await super().dispatch_request(request_context)
         with deadline("http.request"):
             return await super().dispatch_request(request_context)

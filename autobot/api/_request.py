@@ -15,19 +15,120 @@ to say still creates a chat.
 
 Receiving the body is bounded by the named scope ``http.body``; when it expires
 the answer is 408 ``request_timeout`` naming that scope.
+
+Most routes get their body whole, read before the handler runs. A route
+marked :func:`streamed_body` (an upload) reads it itself, piece by piece as
+it arrives, with :meth:`AutoBotRequest.receive_chunk`. Quart's own receiver
+would buffer the whole body meanwhile, however fast the client sends, so the
+app uses :class:`AutoBotHTTPConnection`: its receiver stops taking messages
+from Hypercorn while :data:`BODY_BUFFER_BYTES` are waiting for the handler,
+Hypercorn's queue fills and it stops reading the socket, and TCP flow
+control slows the client down. A body read whole lifts that bound (the upload
+limit still holds).
 """
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Callable, Generator
+from typing import Any, TypeVar
 
+import trio
+from hypercorn.typing import ASGIReceiveCallable
+from quart_trio.asgi import TrioASGIHTTPConnection
 from quart_trio.wrappers import TrioRequest
+from quart_trio.wrappers.request import TrioBody
 
 from .._deadlines import deadline
 from .._errors import DeadlineExceeded, RequestTimeout, UnsupportedMediaType, echo
 from ._json_body import parse_json
 
-__all__ = ["AutoBotRequest"]
+__all__ = [
+    "BODY_BUFFER_BYTES",
+    "AutoBotBody",
+    "AutoBotHTTPConnection",
+    "AutoBotRequest",
+    "is_streamed_body",
+    "streamed_body",
+]
+
+#: Body bytes received and not yet taken by a handler that reads piece by piece.
+BODY_BUFFER_BYTES = 1 << 20
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+_STREAMED_MARK = "_autobot_streamed_body"
+
+
+def streamed_body(handler: F) -> F:
+    """Let ``handler`` read its body itself, as it arrives, outside ``http.request``.
+
+    The app does not read the body first, and the handler is not bounded by
+    ``http.request`` (a large upload takes longer): it bounds its own reading
+    with ``http.body`` and each write with ``file.io``.
+    """
+    setattr(handler, _STREAMED_MARK, True)
+    return handler
+
+
+def is_streamed_body(handler: Callable[..., Any] | None) -> bool:
+    return bool(getattr(handler, _STREAMED_MARK, False))
+
+
+class AutoBotBody(TrioBody):
+    """Quart-Trio's request body, holding at most :data:`BODY_BUFFER_BYTES` for a piecewise reader.
+
+    Until a reader awaits the whole body, the receiver waits (in
+    :meth:`wait_for_room`) whenever that much is buffered.
+    """
+
+    def __init__(self, expected_content_length: int | None, max_content_length: int | None):
+        super().__init__(expected_content_length, max_content_length)
+        self._whole = False
+        self._room = trio.Event()
+        self._room.set()
+
+    def append(self, data: bytes) -> None:
+        super().append(data)
+        if not self._whole and len(self._data) >= BODY_BUFFER_BYTES and self._room.is_set():
+            self._room = trio.Event()
+
+    async def wait_for_room(self) -> None:
+        """Return once the receiver may take another message."""
+        await self._room.wait()
+
+    def __await__(self) -> Generator[Any, None, Any]:
+        self._whole = True
+        self._room.set()
+        return super().__await__()
+
+    async def next_chunk(self) -> bytes:
+        """All the body that arrived since the last call, waiting for some; ``b""`` at the end."""
+        try:
+            data: bytes = await self.__anext__()
+        except StopAsyncIteration:
+            return b""
+        self._room.set()
+        return data
+
+
+class AutoBotHTTPConnection(TrioASGIHTTPConnection):
+    """Quart-Trio's HTTP connection, with a receiver that pushes back (see the module docstring)."""
+
+    async def handle_messages(  # type: ignore[override]
+        self, nursery: trio.Nursery, request: Any, receive: ASGIReceiveCallable
+    ) -> None:
+        body = request.body
+        while True:
+            if isinstance(body, AutoBotBody):
+                await body.wait_for_room()
+            message = await receive()
+            if message["type"] == "http.request":
+                body.append(message.get("body", b""))
+                if not message.get("more_body", False):
+                    body.set_complete()
+            elif message["type"] == "http.disconnect":
+                break
+        nursery.cancel_scope.cancel()
 
 
 def _is_json(mimetype: str) -> bool:
@@ -38,6 +139,8 @@ def _is_json(mimetype: str) -> bool:
 
 class AutoBotRequest(TrioRequest):
     """A Quart-Trio request with AutoBot's body rules (see the module docstring)."""
+
+    body_class = AutoBotBody
 
     async def get_data(
         self, cache: bool = True, as_text: bool = False, parse_form_data: bool = False
@@ -60,6 +163,16 @@ class AutoBotRequest(TrioRequest):
     async def receive_body(self) -> None:
         """Read the whole body now (under ``http.body``), for the handler to use later."""
         await self.get_data(cache=True)
+
+    async def receive_chunk(self) -> bytes:
+        """The next piece of a :func:`streamed_body` route's body (``b""`` at the end).
+
+        Bounded by the caller (``http.body``). Raises werkzeug's
+        ``RequestEntityTooLarge`` once Quart's limit is passed.
+        """
+        body = self.body
+        assert isinstance(body, AutoBotBody)
+        return await body.next_chunk()
 
     async def get_json(self, force: bool = False, silent: bool = False, cache: bool = True) -> Any:
         if cache and self._cached_json[silent] is not Ellipsis:
