@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import pathlib
+from collections.abc import AsyncIterator
+
 import pytest
 import trio
 import trio.testing
@@ -16,7 +19,7 @@ from autobot.agents import (
     MessageType,
     Priority,
 )
-from autobot.storage import Store
+from autobot.storage import Store, open_embedded_store
 from tests.support.polling import eventually
 
 
@@ -261,10 +264,10 @@ async def test_the_python_api_checks_fields_as_strictly_as_http(
 
 
 @pytest.fixture
-def embedded_only(store: Store) -> Store:
-    if store.backend != "embedded":
-        pytest.skip("Redis keeps presence on its own clock: this one needs the Trio clock")
-    return store
+async def embedded_only(tmp_path: pathlib.Path) -> AsyncIterator[Store]:
+    """The embedded store alone: Redis keeps presence on its own clock, not the Trio one."""
+    async with open_embedded_store(tmp_path / "store") as store:
+        yield store
 
 
 async def advance(clock: trio.testing.MockClock, seconds: float, step_s: float = 1.0) -> None:
