@@ -130,6 +130,7 @@ class AgentBus:
         self._clock = clock
         self._counts: Counter[str] = Counter(dict.fromkeys(_COUNTS, 0))
         self._waiting: Counter[str] = Counter()
+        self._touched: dict[str, float] = {}  # agent → when this process last renewed it
         self._handovers: set[Handover] = set()
         self._abandoned = trio.Event()
 
@@ -153,7 +154,21 @@ class AgentBus:
 
     async def heartbeat(self, agent: str) -> None:
         """Count ``agent`` present for another :data:`AGENT_PRESENCE_S`."""
-        await self._store_of().touch_agent(agent_name(agent), AGENT_PRESENCE_S)
+        await self._touch(self._store_of(), agent_name(agent))
+
+    async def _touch(self, store: Store, agent: str) -> None:
+        self._touched[agent] = trio.current_time()
+        await store.touch_agent(agent, AGENT_PRESENCE_S)
+
+    async def _touch_when_due(self, store: Store, agent: str) -> None:
+        """Renew ``agent`` unless this process did less than a heartbeat period ago.
+
+        A receive renews its agent; agents that receive often would otherwise
+        cost a store write per receive for nothing.
+        """
+        last = self._touched.get(agent)
+        if last is None or trio.current_time() - last >= HEARTBEAT_PERIOD_S:
+            await self._touch(store, agent)
 
     # -- sending -----------------------------------------------------------------------
 
@@ -197,7 +212,7 @@ class AgentBus:
         store = self._store_of()
         stamped, sent_at = self._stamp(message, recipient)
         if message.type is MessageType.HEARTBEAT:
-            await store.touch_agent(message.sender, AGENT_PRESENCE_S)
+            await self._touch(store, message.sender)
             if recipient == message.sender:
                 return stamped
         await store.push_inbox(recipient, _body(stamped, sent_at), message.priority)
@@ -228,7 +243,7 @@ class AgentBus:
         """:meth:`broadcast` for a message checked already."""
         store = self._store_of()
         if message.type is MessageType.HEARTBEAT:
-            await store.touch_agent(message.sender, AGENT_PRESENCE_S)
+            await self._touch(store, message.sender)
         recipients = await store.live_agents()
         stamped, sent_at = self._stamp(message, "")
         await store.push_inbox_many(recipients, _body(stamped, sent_at), message.priority)
@@ -271,7 +286,7 @@ class AgentBus:
         try:
             while True:
                 store = self._store_of()
-                await store.touch_agent(name, AGENT_PRESENCE_S)
+                await self._touch_when_due(store, name)
                 taken: list[InboxMessage] = []
                 if block:
                     # Wake up now and then to renew the agent's presence.
