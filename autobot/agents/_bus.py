@@ -73,6 +73,8 @@ HANDOVER_SWEEP_S = 1.0
 MAX_BATCH = 100
 
 _COUNTS = ("sent", "delivered", "expired", "handed_back", "malformed")
+# Renewal times remembered before the stale ones are forgotten.
+_TOUCHED_KEPT = 10_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -157,7 +159,12 @@ class AgentBus:
         await self._touch(self._store_of(), agent_name(agent))
 
     async def _touch(self, store: Store, agent: str) -> None:
-        self._touched[agent] = trio.current_time()
+        current = trio.current_time()
+        if len(self._touched) >= _TOUCHED_KEPT:  # names come from clients: keep it bounded
+            for name, last in list(self._touched.items()):
+                if current - last >= HEARTBEAT_PERIOD_S:
+                    del self._touched[name]
+        self._touched[agent] = current
         await store.touch_agent(agent, AGENT_PRESENCE_S)
 
     async def _touch_when_due(self, store: Store, agent: str) -> None:
