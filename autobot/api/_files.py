@@ -43,7 +43,7 @@ from ._request import AutoBotRequest, streamed_body
 __all__ = ["READ_CHUNK", "WRITE_CHUNK", "ByteRange", "files", "parse_range"]
 
 #: Bytes read per ``file.io`` step of a download (and per write to the socket).
-READ_CHUNK = 256 << 10
+READ_CHUNK = 512 << 10
 #: Bytes of an upload gathered before one ``file.io`` write step.
 WRITE_CHUNK = 1 << 20
 
@@ -329,17 +329,20 @@ def _too_large(limit: int) -> PayloadTooLarge:
 
 async def _receive_into(writer: FileWriter, incoming: AutoBotRequest, limit: int) -> None:
     received = 0
-    pending = bytearray()
+    pending: list[bytes] = []
+    pending_bytes = 0
     try:
         with deadline("http.body"):
-            while chunk := await incoming.receive_chunk():
-                received += len(chunk)
+            while pieces := await incoming.receive_pieces():
+                size = sum(len(piece) for piece in pieces)
+                received += size
                 if received > limit:
                     raise _too_large(limit)
-                pending += chunk
-                if len(pending) >= WRITE_CHUNK:
+                pending += pieces
+                pending_bytes += size
+                if pending_bytes >= WRITE_CHUNK:
                     await writer.write(pending)
-                    pending = bytearray()  # the step's thread may still hold the old one
+                    pending, pending_bytes = [], 0
             if pending:
                 await writer.write(pending)
     except RequestEntityTooLarge:

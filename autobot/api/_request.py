@@ -18,7 +18,7 @@ the answer is 408 ``request_timeout`` naming that scope.
 
 Most routes get their body whole, read before the handler runs. A route
 marked :func:`streamed_body` (an upload) reads it itself, piece by piece as
-it arrives, with :meth:`AutoBotRequest.receive_chunk`. Quart's own receiver
+it arrives, with :meth:`AutoBotRequest.receive_pieces`. Quart's own receiver
 would buffer the whole body meanwhile, however fast the client sends, so the
 app uses :class:`AutoBotHTTPConnection`: its receiver stops taking messages
 from Hypercorn while :data:`BODY_BUFFER_BYTES` are waiting for the handler,
@@ -37,6 +37,7 @@ from hypercorn.typing import ASGIReceiveCallable
 from quart_trio.asgi import TrioASGIHTTPConnection
 from quart_trio.wrappers import TrioRequest
 from quart_trio.wrappers.request import TrioBody
+from werkzeug.exceptions import RequestEntityTooLarge
 
 from .._deadlines import deadline
 from .._errors import DeadlineExceeded, RequestTimeout, UnsupportedMediaType, echo
@@ -44,6 +45,7 @@ from ._json_body import parse_json
 
 __all__ = [
     "BODY_BUFFER_BYTES",
+    "BODY_BUFFER_PIECES",
     "AutoBotBody",
     "AutoBotHTTPConnection",
     "AutoBotRequest",
@@ -53,6 +55,8 @@ __all__ = [
 
 #: Body bytes received and not yet taken by a handler that reads piece by piece.
 BODY_BUFFER_BYTES = 1 << 20
+#: Pieces of body held at most likewise (a chunked body can come a byte at a time).
+BODY_BUFFER_PIECES = 1024
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -77,38 +81,72 @@ def is_streamed_body(handler: Callable[..., Any] | None) -> bool:
 class AutoBotBody(TrioBody):
     """Quart-Trio's request body, holding at most :data:`BODY_BUFFER_BYTES` for a piecewise reader.
 
-    Until a reader awaits the whole body, the receiver waits (in
-    :meth:`wait_for_room`) whenever that much is buffered.
+    Until a reader awaits the whole body, what arrives is kept as the pieces
+    Hypercorn handed over (no copy into one buffer), and the receiver waits
+    (in :meth:`wait_for_room`) whenever that much, or that many pieces, is held.
     """
 
     def __init__(self, expected_content_length: int | None, max_content_length: int | None):
         super().__init__(expected_content_length, max_content_length)
         self._whole = False
+        self._pieces: list[bytes] = []
+        self._held = 0
         self._room = trio.Event()
         self._room.set()
 
     def append(self, data: bytes) -> None:
-        super().append(data)
-        if not self._whole and len(self._data) >= BODY_BUFFER_BYTES and self._room.is_set():
+        if self._whole:
+            super().append(data)
+            return
+        if not data or self._must_raise is not None:
+            return
+        self._pieces.append(data)
+        self._held += len(data)
+        self._has_data.set()
+        if self._max_content_length is not None and self._held > self._max_content_length:
+            self._must_raise = RequestEntityTooLarge()
+            self.set_complete()
+        full = self._held >= BODY_BUFFER_BYTES or len(self._pieces) >= BODY_BUFFER_PIECES
+        if full and self._room.is_set():
             self._room = trio.Event()
 
     async def wait_for_room(self) -> None:
         """Return once the receiver may take another message."""
         await self._room.wait()
 
-    def __await__(self) -> Generator[Any, None, Any]:
+    def _read_whole(self) -> None:
+        if self._whole:
+            return
         self._whole = True
+        pieces, self._pieces, self._held = self._pieces, [], 0
+        for piece in pieces:
+            super().append(piece)
         self._room.set()
+
+    def __await__(self) -> Generator[Any, None, Any]:
+        self._read_whole()
         return super().__await__()
 
-    async def next_chunk(self) -> bytes:
-        """All the body that arrived since the last call, waiting for some; ``b""`` at the end."""
-        try:
-            data: bytes = await self.__anext__()
-        except StopAsyncIteration:
-            return b""
+    async def __anext__(self) -> bytes:
+        if self._whole:
+            return await super().__anext__()
+        pieces = await self.next_pieces()
+        if not pieces:
+            raise StopAsyncIteration
+        return b"".join(pieces)
+
+    async def next_pieces(self) -> list[bytes]:
+        """The pieces that arrived since the last call, waiting for one; ``[]`` at the end."""
+        if self._must_raise is not None:
+            raise self._must_raise
+        if not self._complete.is_set() and not self._pieces:
+            await self._has_data.wait()
+        if self._must_raise is not None:
+            raise self._must_raise
+        pieces, self._pieces, self._held = self._pieces, [], 0
+        self._has_data.clear()
         self._room.set()
-        return data
+        return pieces
 
 
 class AutoBotHTTPConnection(TrioASGIHTTPConnection):
@@ -164,15 +202,15 @@ class AutoBotRequest(TrioRequest):
         """Read the whole body now (under ``http.body``), for the handler to use later."""
         await self.get_data(cache=True)
 
-    async def receive_chunk(self) -> bytes:
-        """The next piece of a :func:`streamed_body` route's body (``b""`` at the end).
+    async def receive_pieces(self) -> list[bytes]:
+        """The next pieces of a :func:`streamed_body` route's body (``[]`` at the end).
 
         Bounded by the caller (``http.body``). Raises werkzeug's
         ``RequestEntityTooLarge`` once Quart's limit is passed.
         """
         body = self.body
         assert isinstance(body, AutoBotBody)
-        return await body.next_chunk()
+        return await body.next_pieces()
 
     async def get_json(self, force: bool = False, silent: bool = False, cache: bool = True) -> Any:
         if cache and self._cached_json[silent] is not Ellipsis:

@@ -29,11 +29,12 @@ import errno
 import os
 import secrets
 import stat
+from collections.abc import Sequence
 from contextlib import suppress
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
-from typing import Literal
+from typing import Literal, TypeAlias
 
 import trio
 
@@ -58,9 +59,15 @@ MAX_LIST_ENTRIES = 10_000
 _DIRECTORY_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 # Entries a recursive delete removes per file.io step.
 _DELETE_BATCH = 1_000
+# Buffers one pwritev takes at most (Linux's IOV_MAX).
+_IOV_MAX = 1024
 # A large upload asks the kernel to start writing back every this many bytes,
 # so the final fsync waits for little and the page cache is not filled with it.
 _WRITEBACK_EVERY = 32 << 20
+
+
+#: What a writer takes: any bytes-like object.
+Buffer: TypeAlias = bytes | bytearray | memoryview
 
 
 @dataclass(frozen=True, slots=True)
@@ -183,12 +190,16 @@ def create_in(place: Place, client_path: str) -> FileWriter:
     return FileWriter(place, Descriptor(fd), temporary, client_path)
 
 
-def _write(descriptor: Descriptor, offset: int, data: bytes, writeback_from: int) -> None:
+def _write(descriptor: Descriptor, offset: int, pieces: list[Buffer], writeback_from: int) -> None:
     with descriptor.use() as fd:
-        view = memoryview(data)
-        done = 0
-        while done < len(view):
-            done += os.pwrite(fd, view[done:], offset + done)
+        views = [memoryview(piece) for piece in pieces if len(piece)]
+        while views:
+            done = os.pwritev(fd, views[:_IOV_MAX], offset)
+            offset += done
+            while views and done >= len(views[0]):
+                done -= len(views.pop(0))
+            if done:
+                views[0] = views[0][done:]
         if writeback_from >= 0:
             # Starts writing back what is dirty without waiting for it (and drops it
             # from the page cache once written): the final fsync then has little left.
@@ -380,13 +391,18 @@ class FileWriter:
         self._written_back = 0
         self._finished = False
 
-    async def write(self, data: bytes) -> None:
-        """Append ``data`` (one ``file.io`` step)."""
-        end = self.size + len(data)
+    async def write(self, data: Buffer | Sequence[Buffer]) -> None:
+        """Append ``data``, a buffer or a list of them (one ``file.io`` step, ``pwritev`` calls).
+
+        The buffers must not change until the step returns, nor after a step
+        that was abandoned: pass new ones each time.
+        """
+        pieces = list(data) if isinstance(data, list | tuple) else [data]
+        end = self.size + sum(len(piece) for piece in pieces)
         writeback_from = -1
         if end - self._written_back >= _WRITEBACK_EVERY:
             writeback_from, self._written_back = self._written_back, end
-        await run_file_io(_write, self.descriptor, self.size, data, writeback_from)
+        await run_file_io(_write, self.descriptor, self.size, pieces, writeback_from)
         self.size = end
 
     async def publish(self) -> int:
