@@ -12,7 +12,8 @@ gets its data directory there too, and each measure copies the file once:
 
 curl is the client so that the server is what is measured (an httpx client
 in Python would share the two ends' CPU cost with it). Each measure is the
-best of ``--repeat`` runs taken in turn; the ratio is cp's time over the
+best of ``--repeat`` runs taken in turn, each after a ``sync`` (so none
+pays for the previous one's write-back); the ratio is cp's time over the
 measure's (100 %: as fast as cp). The server's peak RSS rise is the largest
 over the runs: its ``VmHWM`` reset before a transfer (``/proc/<pid>/clear_refs``)
 and read after, against its ``VmRSS`` before.
@@ -105,6 +106,7 @@ async def bench(args: argparse.Namespace, work: Path) -> None:
             for name, measure in measures.items():
                 await remove(copy)
                 await remove(data_dir / "files" / "uploaded.bin")
+                await trio.to_thread.run_sync(os.sync)  # each starts with nothing to write back
                 started = time.perf_counter()
                 _, rise = await peak_rise(pid, measure)
                 seconds[name] = min(seconds[name], time.perf_counter() - started)
