@@ -283,6 +283,12 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
             "AUTOBOT_DEADLINE_HEALTH_CHECK",
             f"{check_s:g} s must be shorter than the health deadline ({health_s:g} s)",
         )
+    agent_beat_s, presence_s = table.budget("agent.heartbeat"), table.budget("agent.presence")
+    if agent_beat_s >= presence_s:
+        raise ConfigError(
+            "AUTOBOT_DEADLINE_AGENT_HEARTBEAT",
+            f"{agent_beat_s:g} s must be shorter than the agent presence ({presence_s:g} s)",
+        )
     heartbeat_s, lease_s = table.budget("operation.heartbeat"), table.budget("operation.lease")
     if heartbeat_s >= lease_s:
         raise ConfigError(

@@ -115,6 +115,22 @@ SCOPES: tuple[ScopeSpec, ...] = (
         "must be shorter than 'operation.lease'",
     ),
     ScopeSpec(
+        "agent.presence",
+        30.0,
+        "how long an agent stays registered after its last receive or heartbeat",
+    ),
+    ScopeSpec(
+        "agent.heartbeat",
+        10.0,
+        "how often a waiting receive or an open inbox renews its agent's presence; "
+        "must be shorter than 'agent.presence'",
+    ),
+    ScopeSpec(
+        "agent.handover",
+        10.0,
+        "taken messages waiting for their response to begin before they are handed back",
+    ),
+    ScopeSpec(
         "operation.cancel",
         5.0,
         "waiting for a cancelled operation to stop, on whichever process runs it",

@@ -132,6 +132,22 @@ class _OperationsCollector(Collector):
         yield gauge
 
 
+class _AgentMessagesCollector(Collector):
+    def __init__(self, counts: Callable[[], Mapping[str, int]]) -> None:
+        self._counts = counts
+
+    def collect(self) -> Iterable[Metric]:
+        messages = CounterMetricFamily(
+            "autobot_agent_messages",
+            "Agent bus messages of this process: sent, delivered, expired (dropped, never "
+            "delivered), handed_back (taken for a receiver that left), malformed",
+            labels=["event"],
+        )
+        for event, count in self._counts().items():
+            messages.add_metric([event], count)
+        yield messages
+
+
 def _token_counts(stats: Mapping[str, Any]) -> tuple[int | None, int | None]:
     """(prompt, completion) tokens as the provider reported them, if it did."""
     if "eval_count" in stats or "prompt_eval_count" in stats:  # Ollama
@@ -211,6 +227,10 @@ class Metrics:
     def watch_operations(self, counts: Callable[[], Mapping[str, int]]) -> None:
         """Export this process's operation queue: ``counts()`` maps queued/running to numbers."""
         self.registry.register(_OperationsCollector(counts))
+
+    def watch_agents(self, counts: Callable[[], Mapping[str, int]]) -> None:
+        """Export the bus's message counts: ``counts()`` maps an event to a running total."""
+        self.registry.register(_AgentMessagesCollector(counts))
 
     def observe_request(self, method: str, route: str, status: int, seconds: float) -> None:
         self.requests.labels(method, route, str(status)).inc()

@@ -123,6 +123,7 @@ class Services:
         self.operations = OperationRunner(settings, lambda: self.store, metrics=self.metrics)
         self.metrics.watch_operations(self.operations.counts)
         self.agents = AgentBus(lambda: self.store)
+        self.metrics.watch_agents(self.agents.counts)
 
     @property
     def chat(self) -> ChatService:

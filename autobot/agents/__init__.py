@@ -2,14 +2,12 @@
 
 from ..storage import Priority
 from ._bus import (
-    AGENT_PRESENCE_S,
     HANDOVER_SWEEP_S,
-    HEARTBEAT_PERIOD_S,
     MAX_BATCH,
     AgentBus,
     Broadcast,
 )
-from ._handover import HANDOVER_GRACE_S, Handover, HandoverState
+from ._handover import Handover, HandoverState
 from ._inbox import Inbox
 from ._message import (
     AGENT_NAME_RULE,
@@ -27,10 +25,7 @@ from ._message import (
 
 __all__ = [
     "AGENT_NAME_RULE",
-    "AGENT_PRESENCE_S",
-    "HANDOVER_GRACE_S",
     "HANDOVER_SWEEP_S",
-    "HEARTBEAT_PERIOD_S",
     "MAX_BATCH",
     "MAX_PAYLOAD_BYTES",
     "MAX_TTL_S",

@@ -7,8 +7,8 @@ inbox's doorbell with a cancellable ``BLPOP``). An inbox serves the highest
 priority first and, within a priority, the oldest first.
 
 **Presence.** An agent is registered (and a broadcast reaches it) while it
-receives, and for :data:`AGENT_PRESENCE_S` after its last receive or
-heartbeat. A receive that waits renews it every :data:`HEARTBEAT_PERIOD_S`; an
+receives, and for ``agent.presence`` seconds after its last receive or
+heartbeat. A receive that waits renews it every ``agent.heartbeat`` seconds; an
 open :meth:`AgentBus.inbox` renews it in the background; a ``heartbeat``
 message renews its sender's. Three missed heartbeats and the agent is gone.
 
@@ -36,6 +36,7 @@ from typing import Any
 
 import trio
 
+from .._deadlines import current_deadlines
 from .._errors import AutoBotError
 from .._logging import log_fields
 from ..storage import InboxMessage, Priority, Store, new_id
@@ -51,22 +52,27 @@ from ._message import (
 )
 
 __all__ = [
-    "AGENT_PRESENCE_S",
     "HANDOVER_SWEEP_S",
-    "HEARTBEAT_PERIOD_S",
     "MAX_BATCH",
     "AgentBus",
     "Broadcast",
+    "heartbeat_s",
+    "presence_s",
 ]
 
 log = logging.getLogger("autobot.agents")
 
-#: How long an agent stays registered after its last receive or heartbeat.
-#: Wanted as the deadline scope ``agent.presence``.
-AGENT_PRESENCE_S = 30.0
-#: How often a waiting receive and an open inbox renew their agent's presence.
-#: Wanted as the deadline scope ``agent.heartbeat``; shorter than the presence.
-HEARTBEAT_PERIOD_S = 10.0
+
+def presence_s() -> float:
+    """How long an agent stays registered after its last receive or heartbeat."""
+    return current_deadlines().budget("agent.presence")
+
+
+def heartbeat_s() -> float:
+    """How often a waiting receive and an open inbox renew their agent's presence."""
+    return current_deadlines().budget("agent.heartbeat")
+
+
 #: How often the sweeper looks for handovers whose response never began.
 HANDOVER_SWEEP_S = 1.0
 #: The most messages one receive takes.
@@ -155,17 +161,17 @@ class AgentBus:
         return await self._store_of().live_agents()
 
     async def heartbeat(self, agent: str) -> None:
-        """Count ``agent`` present for another :data:`AGENT_PRESENCE_S`."""
+        """Count ``agent`` present for another ``agent.presence`` seconds."""
         await self._touch(self._store_of(), agent_name(agent))
 
     async def _touch(self, store: Store, agent: str) -> None:
         current = trio.current_time()
         if len(self._touched) >= _TOUCHED_KEPT:  # names come from clients: keep it bounded
             for name, last in list(self._touched.items()):
-                if current - last >= HEARTBEAT_PERIOD_S:
+                if current - last >= heartbeat_s():
                     del self._touched[name]
         self._touched[agent] = current
-        await store.touch_agent(agent, AGENT_PRESENCE_S)
+        await store.touch_agent(agent, presence_s())
 
     async def _touch_when_due(self, store: Store, agent: str) -> None:
         """Renew ``agent`` unless this process did less than a heartbeat period ago.
@@ -174,7 +180,7 @@ class AgentBus:
         cost a store write per receive for nothing.
         """
         last = self._touched.get(agent)
-        if last is None or trio.current_time() - last >= HEARTBEAT_PERIOD_S:
+        if last is None or trio.current_time() - last >= heartbeat_s():
             await self._touch(store, agent)
 
     # -- sending -----------------------------------------------------------------------
@@ -297,7 +303,7 @@ class AgentBus:
                 taken: list[InboxMessage] = []
                 if block:
                     # Wake up now and then to renew the agent's presence.
-                    with trio.move_on_after(HEARTBEAT_PERIOD_S):
+                    with trio.move_on_after(heartbeat_s()):
                         taken = await store.wait_inbox(name, max_count)
                     if not taken:
                         continue
@@ -335,7 +341,7 @@ class AgentBus:
 
         Like :meth:`receive` (or :meth:`receive_nowait` without ``block``), but
         the messages are held in a :class:`Handover` until it is delivered or
-        handed back; one never begun within ``HANDOVER_GRACE_S`` is handed back
+        handed back; one never begun within ``agent.handover`` seconds is handed back
         by :meth:`run`.
         """
         taken = await self._take(agent, max_count, block=block)
@@ -371,7 +377,7 @@ class AgentBus:
                     ...
 
         While the block runs, the agent is registered (renewed in the
-        background every :data:`HEARTBEAT_PERIOD_S`). ``prefetch`` messages are
+        background every ``agent.heartbeat`` seconds). ``prefetch`` messages are
         taken at a time: more is faster, but a message of higher priority that
         arrives meanwhile waits until those are handled. Prefetched messages
         not yet handed out when the block ends go back to the inbox.
@@ -395,7 +401,7 @@ class AgentBus:
 
     async def _keep_present(self, agent: str) -> None:
         while True:
-            await trio.sleep(HEARTBEAT_PERIOD_S)
+            await trio.sleep(heartbeat_s())
             try:
                 await self.heartbeat(agent)
             except AutoBotError as error:

@@ -7,7 +7,7 @@ from the inbox and that write. A :class:`Handover` holds the taken messages
 through that gap:
 
 * ``pending``: taken, the response not begun. If it does not begin within
-  :data:`HANDOVER_GRACE_S` (the request was cancelled before its body was
+  ``agent.handover`` seconds (the request was cancelled before its body was
   entered, a window no code of the route runs in), the bus's sweeper hands
   the messages back.
 * ``sending``: :meth:`Handover.start` was called as the response body began;
@@ -32,14 +32,12 @@ from collections.abc import Awaitable, Callable
 
 import trio
 
+from .._deadlines import current_deadlines
 from ..storage import InboxMessage
 from ._message import AgentMessage
 
-__all__ = ["HANDOVER_GRACE_S", "Handover", "HandoverState"]
+__all__ = ["Handover", "HandoverState"]
 
-#: How long taken messages wait for their response to begin before they are
-#: handed back. Wanted as the deadline scope ``agent.handover``.
-HANDOVER_GRACE_S = 10.0
 
 Taken = tuple[InboxMessage, AgentMessage]
 _ReturnMessages = Callable[[str, list[InboxMessage]], Awaitable[None]]
@@ -76,7 +74,7 @@ class Handover:
         self._return_messages = return_messages
         self._settled = settled
         self._abandoned = abandoned
-        self.due = trio.current_time() + HANDOVER_GRACE_S
+        self.due = trio.current_time() + current_deadlines().budget("agent.handover")
         self.state = HandoverState.PENDING if taken else HandoverState.DELIVERED
 
     @property

@@ -9,10 +9,8 @@ import pytest
 import trio
 import trio.testing
 
-from autobot import PayloadTooLarge, ValidationFailed
+from autobot import DeadlineTable, PayloadTooLarge, ValidationFailed
 from autobot.agents import (
-    AGENT_PRESENCE_S,
-    HANDOVER_GRACE_S,
     AgentBus,
     AgentMessage,
     HandoverState,
@@ -21,6 +19,9 @@ from autobot.agents import (
 )
 from autobot.storage import Store, open_embedded_store
 from tests.support.polling import eventually
+
+PRESENCE_S = DeadlineTable().budget("agent.presence")
+HANDOVER_S = DeadlineTable().budget("agent.handover")
 
 
 class WallClock:
@@ -284,9 +285,9 @@ async def test_agents_expire_after_missed_heartbeats(
     bus = AgentBus(embedded_only)
     await bus.heartbeat("gone")
     await bus.heartbeat("staying")
-    await advance(mock_clock, AGENT_PRESENCE_S / 2)
+    await advance(mock_clock, PRESENCE_S / 2)
     await bus.heartbeat("staying")
-    await advance(mock_clock, AGENT_PRESENCE_S / 2 + 1)
+    await advance(mock_clock, PRESENCE_S / 2 + 1)
     assert await bus.agents() == ["staying"]
     sent = await bus.broadcast(type="event", payload=None, sender="cli")
     assert sent.recipients == ("staying",)
@@ -302,10 +303,10 @@ async def test_a_long_wait_and_an_open_inbox_keep_their_agents_present(
     async with trio.open_nursery() as nursery:
         nursery.start_soon(bus.receive, "waiting", 1)
         async with bus.inbox("busy"):
-            await advance(mock_clock, AGENT_PRESENCE_S * 4)  # busy elsewhere, not receiving
+            await advance(mock_clock, PRESENCE_S * 4)  # busy elsewhere, not receiving
             assert await bus.agents() == ["busy", "waiting"]
         nursery.cancel_scope.cancel()
-    await advance(mock_clock, AGENT_PRESENCE_S + 1)
+    await advance(mock_clock, PRESENCE_S + 1)
     assert await bus.agents() == []
 
 
@@ -317,9 +318,9 @@ async def test_a_handover_never_begun_is_handed_back_after_the_grace(
     async with trio.open_nursery() as nursery:
         await nursery.start(bus.run)
         handover = await bus.take("lost", 5)  # and its response is never begun
-        await advance(mock_clock, HANDOVER_GRACE_S / 2)
+        await advance(mock_clock, HANDOVER_S / 2)
         assert handover.state is HandoverState.PENDING
-        await advance(mock_clock, HANDOVER_GRACE_S)
+        await advance(mock_clock, HANDOVER_S)
         for _ in range(500):  # the hand back is a journal write, in real time
             if handover.state is HandoverState.RETURNED:
                 break

@@ -267,6 +267,9 @@ async def test_expired_messages_are_never_delivered_and_are_counted(
         got = await receive(client, "a", "max=10")
         assert names(got) == ["lasting"] and got[0]["ttl_s"] == 60
         assert services.agents.counts()["expired"] == 1
+        metrics = (await client.get("/api/metrics")).text
+    assert 'autobot_agent_messages_total{event="expired"} 1.0' in metrics
+    assert 'autobot_agent_messages_total{event="delivered"} 1.0' in metrics
 
 
 # -- what is refused -------------------------------------------------------------------------
