@@ -294,3 +294,8 @@ def test_bad_operation_profiles_stop_start_up_naming_the_key(
 def test_the_heartbeat_must_be_shorter_than_the_lease() -> None:
     with pytest.raises(ConfigError, match="shorter than the operation lease"):
         load_settings({"AUTOBOT_DEADLINE_OPERATION_HEARTBEAT": "10"})
+
+
+def test_the_agent_heartbeat_must_be_shorter_than_the_presence() -> None:
+    with pytest.raises(ConfigError, match="shorter than the agent presence"):
+        load_settings({"AUTOBOT_DEADLINE_AGENT_HEARTBEAT": "30"})
