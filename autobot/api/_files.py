@@ -46,6 +46,9 @@ __all__ = ["READ_CHUNK", "WRITE_CHUNK", "ByteRange", "files", "parse_range"]
 READ_CHUNK = 512 << 10
 #: Bytes of an upload gathered before one ``file.io`` write step.
 WRITE_CHUNK = 1 << 20
+# Pieces gathered at most before a write: a body sent a byte per chunk would
+# otherwise hold a Python object per byte until a write's worth had come.
+_MAX_PIECES = 1024
 
 files = Blueprint("files", __name__)
 
@@ -333,14 +336,17 @@ async def _receive_into(writer: FileWriter, incoming: AutoBotRequest, limit: int
     pending_bytes = 0
     try:
         with deadline("http.body"):
-            while pieces := await incoming.receive_pieces():
+            # Woken once a write's worth has come, or as soon as the limit is passed.
+            while pieces := await incoming.receive_pieces(
+                min(WRITE_CHUNK - pending_bytes, limit - received + 1)
+            ):
                 size = sum(len(piece) for piece in pieces)
                 received += size
                 if received > limit:
                     raise _too_large(limit)
                 pending += pieces
                 pending_bytes += size
-                if pending_bytes >= WRITE_CHUNK:
+                if pending_bytes >= WRITE_CHUNK or len(pending) >= _MAX_PIECES:
                     await writer.write(pending)
                     pending, pending_bytes = [], 0
             if pending:

@@ -91,6 +91,7 @@ class AutoBotBody(TrioBody):
         self._whole = False
         self._pieces: list[bytes] = []
         self._held = 0
+        self._wanted = 1  # bytes held before the reader is woken
         self._room = trio.Event()
         self._room.set()
 
@@ -102,13 +103,19 @@ class AutoBotBody(TrioBody):
             return
         self._pieces.append(data)
         self._held += len(data)
-        self._has_data.set()
         if self._max_content_length is not None and self._held > self._max_content_length:
             self._must_raise = RequestEntityTooLarge()
             self.set_complete()
         full = self._held >= BODY_BUFFER_BYTES or len(self._pieces) >= BODY_BUFFER_PIECES
+        if full or self._held >= self._wanted:
+            self._has_data.set()
         if full and self._room.is_set():
             self._room = trio.Event()
+
+    @property
+    def has_room(self) -> bool:
+        """Whether the receiver may take another message now."""
+        return self._room.is_set()
 
     async def wait_for_room(self) -> None:
         """Return once the receiver may take another message."""
@@ -135,11 +142,19 @@ class AutoBotBody(TrioBody):
             raise StopAsyncIteration
         return b"".join(pieces)
 
-    async def next_pieces(self) -> list[bytes]:
-        """The pieces that arrived since the last call, waiting for one; ``[]`` at the end."""
+    async def next_pieces(self, at_least: int = 1) -> list[bytes]:
+        """The pieces that arrived since the last call; ``[]`` at the end.
+
+        Waits until ``at_least`` bytes are held (at most :data:`BODY_BUFFER_BYTES`),
+        the body ended, or the buffer is full: a reader that writes in large
+        steps is woken once per step, not once per piece.
+        """
         if self._must_raise is not None:
             raise self._must_raise
-        if not self._complete.is_set() and not self._pieces:
+        self._wanted = max(1, min(at_least, BODY_BUFFER_BYTES))
+        full = self._held >= BODY_BUFFER_BYTES or len(self._pieces) >= BODY_BUFFER_PIECES
+        if not self._complete.is_set() and self._held < self._wanted and not full:
+            self._has_data.clear()
             await self._has_data.wait()
         if self._must_raise is not None:
             raise self._must_raise
@@ -157,7 +172,7 @@ class AutoBotHTTPConnection(TrioASGIHTTPConnection):
     ) -> None:
         body = request.body
         while True:
-            if isinstance(body, AutoBotBody):
+            if isinstance(body, AutoBotBody) and not body.has_room:
                 await body.wait_for_room()
             message = await receive()
             if message["type"] == "http.request":
@@ -202,15 +217,16 @@ class AutoBotRequest(TrioRequest):
         """Read the whole body now (under ``http.body``), for the handler to use later."""
         await self.get_data(cache=True)
 
-    async def receive_pieces(self) -> list[bytes]:
+    async def receive_pieces(self, at_least: int = 1) -> list[bytes]:
         """The next pieces of a :func:`streamed_body` route's body (``[]`` at the end).
 
-        Bounded by the caller (``http.body``). Raises werkzeug's
-        ``RequestEntityTooLarge`` once Quart's limit is passed.
+        See :meth:`AutoBotBody.next_pieces`. Bounded by the caller
+        (``http.body``). Raises werkzeug's ``RequestEntityTooLarge`` once
+        Quart's limit is passed.
         """
         body = self.body
         assert isinstance(body, AutoBotBody)
-        return await body.next_pieces()
+        return await body.next_pieces(at_least)
 
     async def get_json(self, force: bool = False, silent: bool = False, cache: bool = True) -> Any:
         if cache and self._cached_json[silent] is not Ellipsis:

@@ -126,6 +126,17 @@ async def test_a_writer_publishes_whole_and_leaves_no_temporary(
     assert sorted(os.listdir(root / "docs")) == ["a.txt", "new.bin", "sub"]
 
 
+async def test_one_write_of_more_pieces_than_one_pwritev_takes(
+    files: FilesRoot, root: Path
+) -> None:
+    pieces = [bytes([index % 256]) * (index % 7 + 1) for index in range(3000)]
+    async with await files.create("docs/pieces.bin") as writer:
+        await writer.write(pieces)
+        await writer.write([b"", b"end"])
+        assert await writer.publish() == sum(map(len, pieces)) + 3
+    assert (root / "docs" / "pieces.bin").read_bytes() == b"".join(pieces) + b"end"
+
+
 async def test_a_writer_left_unpublished_removes_its_temporary(
     files: FilesRoot, root: Path
 ) -> None:
@@ -215,9 +226,13 @@ async def test_a_recursive_delete_of_many_entries_takes_several_steps(
     for top in range(3):
         deep = root / "tree" / f"d{top}" / "inner"
         deep.mkdir(parents=True)
-        for index in range(900):
-            (deep / f"f{index}").touch()
-    await files.delete("tree", recursive=True)  # 2,700 files: three batches at least
+        directory = os.open(deep, os.O_RDONLY)
+        try:
+            for index in range(500):
+                os.close(os.open(f"f{index}", os.O_CREAT | os.O_WRONLY, dir_fd=directory))
+        finally:
+            os.close(directory)
+    await files.delete("tree", recursive=True)  # 1,500 files: two batches at least
     assert os.listdir(root) == ["docs"]
 
 

@@ -157,9 +157,10 @@ async def test_a_chunked_body_over_the_limit_is_stopped_at_the_limit(
         )
         async with stream:
             with trio.fail_after(10):
-                while sent <= MIB:  # just past the limit, then wait for the answer
+                while sent < MIB:
                     await stream.send_all(chunked(b"z" * 65536))
                     sent += 65536
+                await stream.send_all(chunked(b"!"))  # one byte past the limit, then silence
                 status, _, body = await read_reply(stream)
                 assert await stream.receive_some() == b""
     assert status == 413
@@ -181,6 +182,23 @@ async def test_a_chunked_body_of_exactly_the_limit_is_taken(settings: Settings, 
                 status, _, body = await read_reply(stream)
     assert status == 201, body
     assert (root / "full.bin").stat().st_size == MIB
+
+
+async def test_a_body_sent_a_byte_per_chunk_is_written_whole(
+    settings: Settings, root: Path
+) -> None:
+    data = bytes(range(256)) * 12  # 3,072 one-byte chunks: more than one pwritev takes
+    async with served(create_app(settings)) as client:
+        stream = await send_head(
+            port_of(client), "/api/files/content?path=bytes.bin", {"Transfer-Encoding": "chunked"}
+        )
+        async with stream:
+            await stream.send_all(b"".join(chunked(data[i : i + 1]) for i in range(len(data))))
+            await stream.send_all(b"0\r\n\r\n")
+            with trio.fail_after(10):
+                status, _, body = await read_reply(stream)
+    assert status == 201, body
+    assert (root / "bytes.bin").read_bytes() == data
 
 
 async def test_other_routes_still_read_bodies_larger_than_the_stream_buffer(
