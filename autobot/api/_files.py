@@ -26,6 +26,7 @@ from datetime import UTC, datetime
 from email.utils import formatdate, parsedate_to_datetime
 from typing import Annotated, Any, cast
 
+import trio
 from pydantic import BaseModel, BeforeValidator, ConfigDict, StrictBool, StrictStr
 from quart import Blueprint, Response, request
 from quart.wrappers.response import ResponseBody
@@ -35,6 +36,7 @@ from werkzeug.exceptions import RequestEntityTooLarge
 
 from .._deadlines import deadline
 from .._errors import DeadlineExceeded, PayloadTooLarge, RequestTimeout
+from .._nursery import background_nursery
 from ..files import Entry, FileReader, FilesRoot, FileWriter, check_client_path
 from ._context import services
 from ._error_handlers import error_response
@@ -330,7 +332,10 @@ def _too_large(limit: int) -> PayloadTooLarge:
     return error
 
 
-async def _receive_into(writer: FileWriter, incoming: AutoBotRequest, limit: int) -> None:
+async def _read_pieces(
+    incoming: AutoBotRequest, limit: int, send: trio.MemorySendChannel[list[bytes]]
+) -> None:
+    """Hand the body on in writes of :data:`WRITE_CHUNK`, counting it against ``limit``."""
     received = 0
     pending: list[bytes] = []
     pending_bytes = 0
@@ -347,16 +352,54 @@ async def _receive_into(writer: FileWriter, incoming: AutoBotRequest, limit: int
                 pending += pieces
                 pending_bytes += size
                 if pending_bytes >= WRITE_CHUNK or len(pending) >= _MAX_PIECES:
-                    await writer.write(pending)
+                    await send.send(pending)
                     pending, pending_bytes = [], 0
             if pending:
-                await writer.write(pending)
+                await send.send(pending)
     except RequestEntityTooLarge:
         raise _too_large(limit) from None
     except DeadlineExceeded as error:
         if error.scope != "http.body":
             raise
         raise RequestTimeout(error.scope, error.deadline_s) from None
+
+
+async def _receive_into(writer: FileWriter, incoming: AutoBotRequest) -> None:
+    """Read the body into ``writer``, one write running while the next one arrives.
+
+    The channel holds nothing: the reader hands a write over only when the
+    writer has finished the previous one, so at most two writes' worth (and
+    the request's own buffer) are in memory. A failed write stops the reading
+    and is raised as itself; a failed read (413, 408) stops the writer.
+    """
+    send, receive = trio.open_memory_channel[list[bytes]](0)
+    failed: list[Exception] = []
+    drained = trio.Event()
+
+    async def write_behind(reading: trio.CancelScope) -> None:
+        try:
+            async for pieces in receive:
+                await writer.write(pieces)
+        except Exception as error:
+            failed.append(error)
+            reading.cancel()  # before the channel closes: the reader sees a cancel
+        finally:
+            receive.close()
+            drained.set()
+
+    limit = services().settings.max_upload_bytes
+    async with background_nursery() as nursery:
+        with trio.CancelScope() as reading:
+            nursery.start_soon(write_behind, reading)
+            try:
+                async with send:
+                    await _read_pieces(incoming, limit, send)
+            except trio.BrokenResourceError:
+                if not failed:
+                    raise
+            await drained.wait()
+    if failed:
+        raise failed[0]
 
 
 @files.put("/api/files/content")
@@ -375,6 +418,6 @@ async def upload_file(query_args: UploadQuery) -> tuple[dict[str, Any], int]:
     if incoming.content_length is not None and incoming.content_length > limit:
         raise _too_large(limit)
     async with await _root().create(query_args.path, parents=query_args.parents) as writer:
-        await _receive_into(writer, incoming, limit)
+        await _receive_into(writer, incoming)
         size = await writer.publish()
     return {"path": _normal(query_args.path), "size": size}, 201

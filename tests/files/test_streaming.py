@@ -7,9 +7,13 @@ without the body they announce) go over raw sockets to a real server.
 from __future__ import annotations
 
 import dataclasses
+import errno
 import hashlib
 import os
-from collections.abc import Iterable
+import resource
+import signal
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -199,6 +203,35 @@ async def test_a_body_sent_a_byte_per_chunk_is_written_whole(
                 status, _, body = await read_reply(stream)
     assert status == 201, body
     assert (root / "bytes.bin").read_bytes() == data
+
+
+@contextmanager
+def file_size_limit(limit: int) -> Iterator[None]:
+    """Writes past ``limit`` bytes fail with EFBIG in this process (SIGXFSZ ignored)."""
+    previous_handler = signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+    previous_limit = resource.getrlimit(resource.RLIMIT_FSIZE)
+    resource.setrlimit(resource.RLIMIT_FSIZE, (limit, previous_limit[1]))
+    try:
+        yield
+    finally:
+        resource.setrlimit(resource.RLIMIT_FSIZE, previous_limit)
+        signal.signal(signal.SIGXFSZ, previous_handler)
+
+
+async def test_a_write_that_fails_ends_the_upload_and_leaves_nothing(
+    settings: Settings, root: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    async with served(create_app(settings)) as client:
+        with file_size_limit(3 * MIB), trio.fail_after(10):
+            response = await client.put(
+                "/api/files/content", params={"path": "full.bin"}, content=b"f" * (8 * MIB)
+            )
+    assert response.status_code == 500
+    assert response.json()["error"]["code"] == "internal_error"
+    logged = [r.exc_info[1] for r in caplog.records if r.exc_info and r.exc_info[1]]
+    assert [type(error) for error in logged] == [OSError]  # what failed is what is reported
+    assert logged[0].errno == errno.EFBIG
+    assert leftovers(root) == []
 
 
 async def test_other_routes_still_read_bodies_larger_than_the_stream_buffer(
