@@ -5,8 +5,8 @@ client path beneath the root by directory descriptors and acts through them;
 nothing here joins path strings. Both directions stream:
 
 * a **download** is a response body that reads :data:`READ_CHUNK` bytes per
-  ``file.io`` step while Quart sends the previous one, after the handler has
-  returned (so ``http.request`` does not bound it); a client that goes away
+  ``file.io`` step and hands each to Quart to send before reading the next,
+  after the handler has returned (so ``http.request`` does not bound it); a client that goes away
   cancels the sending task, and the reading stops with it. ``Range`` (one
   range), ``ETag``/``If-None-Match``, ``Last-Modified``/``If-Modified-Since``
   and ``If-Range`` are honoured.
