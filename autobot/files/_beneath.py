@@ -20,6 +20,13 @@ nothing outside is ever opened or even looked up, so an answer never says
 what exists there. More than 40 links in one walk is refused the same way (a
 loop, or a link being swapped back and forth while we look).
 
+This is the component walk rather than ``openat2(RESOLVE_BENEATH)``, which
+the kernel here has: ``RESOLVE_BENEATH`` refuses every absolute link, even
+one into the root, and a walk is still needed where ``openat2`` is missing
+or filtered (older kernels, seccomp profiles). One code path, tested whole.
+Magic links (``/proc/self/root``, ``/proc/self/fd/N``) are never followed
+either: they can only be reached through ``/proc``, which is outside.
+
 The last client component is handled by the caller when ``last="stop"``
 (create, mkdir, delete act on the name itself: deleting a link deletes the
 link, not its target); with ``last="follow"`` it is opened like the others
@@ -41,7 +48,16 @@ from typing import Literal
 from .._errors import BadRequest, Conflict, NotFound, ValidationFailed, echo
 from ._descriptor import Descriptor
 
-__all__ = ["MAX_LINKS", "NAME_MAX", "PATH_MAX", "Place", "outside_root", "too_long", "walk"]
+__all__ = [
+    "MAX_LINKS",
+    "NAME_MAX",
+    "PATH_MAX",
+    "Place",
+    "not_found",
+    "outside_root",
+    "too_long",
+    "walk",
+]
 
 #: Longest file name, in bytes (Linux ``NAME_MAX``).
 NAME_MAX = 255
