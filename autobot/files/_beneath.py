@@ -20,8 +20,8 @@ nothing outside is ever opened or even looked up, so an answer never says
 what exists there. More than 40 links in one walk is refused the same way (a
 loop, or a link being swapped back and forth while we look).
 
-This is the component walk rather than ``openat2(RESOLVE_BENEATH)``, which
-the kernel here has: ``RESOLVE_BENEATH`` refuses every absolute link, even
+This is the component walk rather than ``openat2(RESOLVE_BENEATH)`` (Linux
+5.6 and later): ``RESOLVE_BENEATH`` refuses every absolute link, even
 one into the root, and a walk is still needed where ``openat2`` is missing
 or filtered (older kernels, seccomp profiles). One code path, tested whole.
 Magic links (``/proc/self/root``, ``/proc/self/fd/N``) are never followed
