@@ -280,6 +280,43 @@ async def test_a_client_that_goes_away_stops_the_download(settings: Settings, ro
             await eventually(closed)
 
 
+async def test_slow_transfers_are_not_bounded_by_http_request(
+    settings: Settings, root: Path
+) -> None:
+    settings = dataclasses.replace(settings, deadlines={"http.request": 0.2})
+    (root / "eight.bin").write_bytes(b"8" * (8 * MIB))
+
+    class Trickle:
+        """Four pieces a tenth of a second apart: longer than http.request in all."""
+
+        def __init__(self) -> None:
+            self.left = 4
+
+        def __aiter__(self) -> Trickle:
+            return self
+
+        async def __anext__(self) -> bytes:
+            if not self.left:
+                raise StopAsyncIteration
+            self.left -= 1
+            await trio.sleep(0.1)
+            return b"t" * 1000
+
+    async with served(create_app(settings)) as client:
+        uploaded = await client.put(
+            "/api/files/content", params={"path": "slow.bin"}, content=Trickle()
+        )
+        received = 0
+        params = {"path": "eight.bin"}
+        async with client.stream("GET", "/api/files/content", params=params) as reply:
+            async for chunk in reply.aiter_raw(MIB):
+                received += len(chunk)
+                await trio.sleep(0.05)  # a slow reader: 8 pieces take 0.4 s
+    assert uploaded.status_code == 201, uploaded.text
+    assert (root / "slow.bin").read_bytes() == b"t" * 4000
+    assert received == 8 * MIB
+
+
 # -- far larger than memory, through a real server process --------------------------------
 
 FILE_BYTES = 512 * MIB
