@@ -87,6 +87,12 @@ SCOPES: tuple[ScopeSpec, ...] = (
     ScopeSpec("health.check", 1.5, "one health check; must be shorter than 'health'"),
     ScopeSpec("http.request", 30.0, "any non-streaming HTTP handler"),
     ScopeSpec("http.body", 60.0, "receiving one whole request body from the client"),
+    ScopeSpec(
+        "http.body_idle",
+        30.0,
+        "the longest silence while a streamed upload's body arrives (a whole upload may "
+        "take as long as it keeps sending)",
+    ),
     ScopeSpec("service.start", 10.0, "opening the app's services at start-up"),
     ScopeSpec("service.stop", 5.0, "closing the app's services at shutdown"),
     ScopeSpec("server.shutdown", 3.0, "open connections finishing after SIGTERM/SIGINT"),

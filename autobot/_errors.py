@@ -17,6 +17,7 @@ Catch at the level you can handle::
     ├── Conflict (409)              answer_in_progress, ...
     ├── PayloadTooLarge (413)       upload_too_large
     ├── UnsupportedMediaType (415)  unsupported_media_type
+    ├── RangeNotSatisfiable (416)   range_not_satisfiable
     ├── ValidationFailed (422)
     ├── UpstreamError (502)         llm_error
     ├── ServiceUnavailable (503)    redis_unavailable, llm_unavailable, storage_unavailable
@@ -45,6 +46,7 @@ __all__ = [
     "LLMUnavailable",
     "NotFound",
     "PayloadTooLarge",
+    "RangeNotSatisfiable",
     "RedisTimeout",
     "RedisUnavailable",
     "RequestTimeout",
@@ -157,6 +159,13 @@ class PayloadTooLarge(AutoBotError):
 
     status = 413
     code = "payload_too_large"
+
+
+class RangeNotSatisfiable(AutoBotError):
+    """A ``Range`` header names no byte range of the file (the answer says its size)."""
+
+    status = 416
+    code = "range_not_satisfiable"
 
 
 class UnsupportedMediaType(AutoBotError):

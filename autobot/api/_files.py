@@ -24,10 +24,10 @@ import mimetypes
 import re
 from datetime import UTC, datetime
 from email.utils import formatdate, parsedate_to_datetime
-from typing import Annotated, Any, cast
+from typing import Any, cast
 
 import trio
-from pydantic import BaseModel, BeforeValidator, ConfigDict, StrictBool, StrictStr
+from pydantic import BaseModel, ConfigDict, StrictBool, StrictStr
 from quart import Blueprint, Response, request
 from quart.wrappers.response import ResponseBody
 from quart_schema import validate_querystring, validate_request
@@ -35,11 +35,17 @@ from quart_trio.wrappers import TrioResponse
 from werkzeug.exceptions import RequestEntityTooLarge
 
 from .._deadlines import deadline
-from .._errors import DeadlineExceeded, PayloadTooLarge, RequestTimeout
+from .._errors import (
+    DeadlineExceeded,
+    PayloadTooLarge,
+    RangeNotSatisfiable,
+    RequestTimeout,
+    echo,
+)
 from .._nursery import background_nursery
 from ..files import Entry, FileReader, FilesRoot, FileWriter, check_client_path
 from ._context import services
-from ._error_handlers import error_response
+from ._query import QueryBool
 from ._request import AutoBotRequest, streamed_body
 
 __all__ = ["READ_CHUNK", "WRITE_CHUNK", "ByteRange", "files", "parse_range"]
@@ -60,18 +66,6 @@ _RANGE = re.compile(r"bytes=([0-9]{0,18})-([0-9]{0,18})")
 
 
 # -- request models ------------------------------------------------------------------------
-
-
-def _plain_bool(value: Any) -> Any:
-    if isinstance(value, bool):
-        return value  # a default, not client input
-    if value not in ("true", "false"):
-        raise ValueError("must be true or false")
-    return value == "true"
-
-
-#: A query flag: exactly ``true`` or ``false``; ``1``, ``yes``, ``True`` are 422.
-QueryBool = Annotated[bool, BeforeValidator(_plain_bool)]
 
 
 class _Strict(BaseModel):
@@ -288,14 +282,13 @@ def _content_response(reader: FileReader, client_path: str) -> Response:
     if range_header is not None and _range_applies(reader, etag):
         wanted = parse_range(range_header, reader.size)
         if wanted is None:
-            refused = error_response(
-                416,
-                "range_not_satisfiable",
-                f"the range {range_header[:64]!r} is not one satisfiable byte range"
+            refused = RangeNotSatisfiable(
+                f"the range {echo(range_header)} is not one satisfiable byte range"
                 f" of this file ({reader.size} bytes)",
+                size=reader.size,
             )
-            refused.headers["Content-Range"] = f"bytes */{reader.size}"
-            return refused
+            refused.headers = {"Content-Range": f"bytes */{reader.size}"}  # type: ignore[attr-defined]
+            raise refused
         status, start, end = 206, wanted.start, wanted.end
         headers["Content-Range"] = wanted.content_range(reader.size)
     headers["Content-Length"] = str(end - start)
@@ -340,26 +333,30 @@ async def _read_pieces(
     pending: list[bytes] = []
     pending_bytes = 0
     try:
-        with deadline("http.body"):
-            # Woken once a write's worth has come, or as soon as the limit is passed.
-            while pieces := await incoming.receive_pieces(
-                min(WRITE_CHUNK - pending_bytes, limit - received + 1)
-            ):
-                size = sum(len(piece) for piece in pieces)
-                received += size
-                if received > limit:
-                    raise _too_large(limit)
-                pending += pieces
-                pending_bytes += size
-                if pending_bytes >= WRITE_CHUNK or len(pending) >= _MAX_PIECES:
-                    await send.send(pending)
-                    pending, pending_bytes = [], 0
-            if pending:
+        while True:
+            # Woken once a write's worth has come, or as soon as the limit is passed;
+            # a client may take as long as it likes over the whole, not over one silence.
+            with deadline("http.body_idle"):
+                pieces = await incoming.receive_pieces(
+                    min(WRITE_CHUNK - pending_bytes, limit - received + 1)
+                )
+            if not pieces:
+                break
+            size = sum(len(piece) for piece in pieces)
+            received += size
+            if received > limit:
+                raise _too_large(limit)
+            pending += pieces
+            pending_bytes += size
+            if pending_bytes >= WRITE_CHUNK or len(pending) >= _MAX_PIECES:
                 await send.send(pending)
+                pending, pending_bytes = [], 0
+        if pending:
+            await send.send(pending)
     except RequestEntityTooLarge:
         raise _too_large(limit) from None
     except DeadlineExceeded as error:
-        if error.scope != "http.body":
+        if error.scope != "http.body_idle":
             raise
         raise RequestTimeout(error.scope, error.deadline_s) from None
 

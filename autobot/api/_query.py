@@ -14,7 +14,7 @@ from typing import Annotated, Any
 
 from pydantic import BeforeValidator
 
-__all__ = ["QueryInt"]
+__all__ = ["QueryBool", "QueryInt"]
 
 _PLAIN_DIGITS = re.compile(r"[0-9]{1,18}")
 
@@ -28,3 +28,15 @@ def _plain_int(value: Any) -> Any:
 
 
 QueryInt = Annotated[int, BeforeValidator(_plain_int)]
+
+
+def _plain_bool(value: Any) -> Any:
+    if isinstance(value, bool):
+        return value  # a default, not client input
+    if value not in ("true", "false"):
+        raise ValueError("must be true or false")
+    return value == "true"
+
+
+#: A query flag: exactly ``true`` or ``false``; ``1``, ``yes``, ``True`` are 422.
+QueryBool = Annotated[bool, BeforeValidator(_plain_bool)]

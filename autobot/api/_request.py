@@ -68,7 +68,7 @@ def streamed_body(handler: F) -> F:
 
     The app does not read the body first, and the handler is not bounded by
     ``http.request`` (a large upload takes longer): it bounds its own reading
-    with ``http.body`` and each write with ``file.io``.
+    with ``http.body_idle`` (each silence) and each write with ``file.io``.
     """
     setattr(handler, _STREAMED_MARK, True)
     return handler
@@ -221,7 +221,7 @@ class AutoBotRequest(TrioRequest):
         """The next pieces of a :func:`streamed_body` route's body (``[]`` at the end).
 
         See :meth:`AutoBotBody.next_pieces`. Bounded by the caller
-        (``http.body``). Raises werkzeug's ``RequestEntityTooLarge`` once
+        (``http.body_idle``, per call). Raises werkzeug's ``RequestEntityTooLarge`` once
         Quart's limit is passed.
         """
         body = self.body

@@ -112,10 +112,10 @@ async def test_an_upload_cut_off_midway_leaves_nothing(settings: Settings, root:
     assert listing.json() == {"entries": []}
 
 
-async def test_an_upload_that_stalls_past_http_body_is_408_and_leaves_nothing(
+async def test_an_upload_that_stalls_past_http_body_idle_is_408_and_leaves_nothing(
     settings: Settings, root: Path
 ) -> None:
-    settings = dataclasses.replace(settings, deadlines={"http.body": 0.5})
+    settings = dataclasses.replace(settings, deadlines={"http.body_idle": 0.5})
     async with served(create_app(settings)) as client:
         stream = await send_head(
             port_of(client), "/api/files/content?path=slow.bin", {"Content-Length": str(4 * MIB)}
@@ -125,7 +125,7 @@ async def test_an_upload_that_stalls_past_http_body_is_408_and_leaves_nothing(
             with trio.fail_after(10):
                 status, _, body = await read_reply(stream)
     assert status == 408
-    assert b'"scope":"http.body"' in body and b"request_timeout" in body
+    assert b'"scope":"http.body_idle"' in body and b"request_timeout" in body
     assert leftovers(root) == []
 
 
