@@ -1,0 +1,238 @@
+"""The keyword index: BM25 over facts with English stemming, on disk, kept by Tantivy.
+
+Tantivy (a Rust library) does the tokenizing (``en_stem``: words, lower case,
+Porter stemming), the ranking and the storage; this module only maps fact ids
+to documents and keeps its calls off the event loop. Why Tantivy and not
+SQLite FTS5 or bm25s: ``docs/knowledge.md``.
+
+Every engine call runs in a thread behind :data:`KEYWORD_THREADS` of this
+module's limiter: a search under ``kb.search``, a write under ``file.io``. A
+cancelled call is abandoned (its thread finishes the one call; the limiter
+counts it until then). Writes also take a thread lock held by the thread
+itself, so an abandoned write still finishes before the next one starts.
+
+The directory holds a version marker (:data:`MARKER`). An index that cannot be
+read, or was written by another version of this module or of Tantivy's index
+format, raises :class:`KeywordIndexUnusable`: the caller rebuilds it from the
+stored facts with :meth:`KeywordIndex.rebuild`.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import threading
+from collections.abc import AsyncIterable, Callable, Iterable
+from pathlib import Path
+from typing import Any, TypeVar
+
+import tantivy
+import trio
+from trio.lowlevel import RunVar
+
+from .._deadlines import deadline
+from .._errors import ServiceUnavailable
+
+__all__ = ["KEYWORD_THREADS", "MARKER", "KeywordIndex", "KeywordIndexUnusable"]
+
+T = TypeVar("T")
+
+#: Threads running engine calls at once, per Trio run.
+KEYWORD_THREADS = 2
+#: The version marker's file name inside the index directory.
+MARKER = "autobot-keyword.json"
+#: Bumped when the schema or the way facts are indexed changes.
+SCHEMA_VERSION = 1
+#: Facts indexed per thread step during a rebuild (each step under ``file.io``).
+REBUILD_BATCH = 5_000
+WRITER_HEAP = 64_000_000
+
+_WORD = re.compile(r"\w+")
+_limiter: RunVar[trio.CapacityLimiter] = RunVar("autobot.keyword_limiter")
+
+
+class KeywordIndexUnusable(ServiceUnavailable):
+    """The index on disk is missing parts, corrupt or of another version: rebuild it."""
+
+    code = "kb_index_unusable"
+
+
+def _index_format() -> str:
+    # "tantivy v0.27.0, index_format v7": only the format decides readability.
+    return tantivy.__version__.rsplit(",", 1)[-1].strip()
+
+
+def _marker() -> dict[str, Any]:
+    return {"engine": "tantivy", "schema": SCHEMA_VERSION, "index_format": _index_format()}
+
+
+def _schema() -> tantivy.Schema:
+    builder = tantivy.SchemaBuilder()
+    builder.add_text_field("id", stored=True, tokenizer_name="raw")
+    builder.add_text_field("text", tokenizer_name="en_stem")
+    return builder.build()
+
+
+async def _run(scope: str, function: Callable[..., T], *args: Any) -> T:
+    try:
+        limiter = _limiter.get()
+    except LookupError:
+        limiter = trio.CapacityLimiter(KEYWORD_THREADS)
+        _limiter.set(limiter)
+    with deadline(scope):
+        return await trio.to_thread.run_sync(
+            function, *args, limiter=limiter, abandon_on_cancel=True
+        )
+
+
+class _Engine:
+    """The blocking half: one Tantivy index and its writer, called from threads."""
+
+    def __init__(self, directory: Path, *, create: bool) -> None:
+        self.directory = directory
+        self.lock = threading.Lock()
+        if create:
+            directory.mkdir(parents=True, exist_ok=True)
+            self.index = tantivy.Index(_schema(), path=str(directory))
+            (directory / MARKER).write_text(json.dumps(_marker()))
+        else:
+            self.check_marker()
+            try:
+                self.index = tantivy.Index.open(str(directory))
+            except ValueError as error:
+                raise KeywordIndexUnusable(f"the keyword index cannot be read: {error}") from None
+        self.writer = self.index.writer(heap_size=WRITER_HEAP, num_threads=1)
+
+    def check_marker(self) -> None:
+        try:
+            found = json.loads((self.directory / MARKER).read_text())
+        except (OSError, ValueError):
+            raise KeywordIndexUnusable("the keyword index has no readable version marker") from None
+        if found != _marker():
+            raise KeywordIndexUnusable(
+                f"the keyword index is of another version ({found}, expected {_marker()})"
+            )
+
+    def write(self, adds: Iterable[tuple[str, str]], deletes: Iterable[str]) -> None:
+        with self.lock:
+            try:
+                for fact_id in deletes:
+                    self.writer.delete_documents_by_term("id", fact_id)
+                for fact_id, text in adds:
+                    self.writer.delete_documents_by_term("id", fact_id)
+                    self.writer.add_document(tantivy.Document(id=fact_id, text=text))
+                self.writer.commit()
+                self.index.reload()
+            except ValueError as error:
+                self.writer.rollback()
+                message = f"the keyword index cannot be written: {error}"
+                raise KeywordIndexUnusable(message) from None
+
+    def search(self, words: str, limit: int) -> list[tuple[str, float]]:
+        try:
+            query, _errors = self.index.parse_query_lenient(words, ["text"])
+            searcher = self.index.searcher()
+            hits = searcher.search(query, limit, count=False).hits
+            return [(searcher.doc(address)["id"][0], score) for score, address in hits]
+        except ValueError as error:
+            raise KeywordIndexUnusable(f"the keyword index cannot be searched: {error}") from None
+
+    def count(self) -> int:
+        return self.index.searcher().num_docs
+
+
+class KeywordIndex:
+    """BM25 search over ``(fact_id, text)`` pairs, kept in a directory.
+
+    Open it with :meth:`open` (creates an empty index in a missing or empty
+    directory) or :meth:`rebuild`. An add of an id already present replaces
+    its text, so replaying the same add twice is harmless.
+    """
+
+    def __init__(self, engine: _Engine) -> None:
+        self._engine = engine
+
+    @property
+    def directory(self) -> Path:
+        return self._engine.directory
+
+    @classmethod
+    async def open(cls, directory: Path) -> KeywordIndex:
+        """The index in ``directory``; :class:`KeywordIndexUnusable` if it must be rebuilt."""
+
+        def make() -> _Engine:
+            empty = not directory.exists() or not any(directory.iterdir())
+            return _Engine(directory, create=empty)
+
+        return cls(await _run("file.io", make))
+
+    @classmethod
+    async def rebuild(
+        cls,
+        directory: Path,
+        facts: Iterable[tuple[str, str]] | AsyncIterable[tuple[str, str]],
+    ) -> KeywordIndex:
+        """A new index of ``facts`` in place of whatever ``directory`` held.
+
+        It is built beside the directory and moved in when complete, so a
+        rebuild that fails or is cancelled leaves the old directory as it was.
+        An index opened on the old directory must not be used afterwards.
+        Each batch of :data:`REBUILD_BATCH` facts is one step under ``file.io``.
+        """
+        staging = directory.with_name(directory.name + ".rebuild")
+        await _run("file.io", shutil.rmtree, staging, True)
+        engine = await _run("file.io", lambda: _Engine(staging, create=True))
+        batch: list[tuple[str, str]] = []
+        if isinstance(facts, AsyncIterable):
+            async for fact in facts:
+                batch.append(fact)
+                if len(batch) >= REBUILD_BATCH:
+                    await _run("file.io", engine.write, batch, ())
+                    batch = []
+        else:
+            for fact in facts:
+                batch.append(fact)
+                if len(batch) >= REBUILD_BATCH:
+                    await _run("file.io", engine.write, batch, ())
+                    batch = []
+        await _run("file.io", engine.write, batch, ())
+        del engine
+
+        def move_in() -> None:
+            old = directory.with_name(directory.name + ".old")
+            shutil.rmtree(old, ignore_errors=True)
+            if directory.exists():
+                directory.rename(old)
+            staging.rename(directory)
+            shutil.rmtree(old, ignore_errors=True)
+
+        await _run("file.io", move_in)
+        return await cls.open(directory)
+
+    async def add(self, fact_id: str, text: str) -> None:
+        """Index one fact; searchable when this returns."""
+        await _run("file.io", self._engine.write, [(fact_id, text)], ())
+
+    async def add_many(self, facts: list[tuple[str, str]]) -> None:
+        """Index several facts in one commit (a batch add)."""
+        await _run("file.io", self._engine.write, facts, ())
+
+    async def delete(self, fact_id: str) -> None:
+        """Remove one fact; no search started after this returns finds it."""
+        await _run("file.io", self._engine.write, (), [fact_id])
+
+    async def search(self, query: str, limit: int) -> list[tuple[str, float]]:
+        """``(fact_id, score)`` for the facts that best match any word of ``query``, best first.
+
+        Only the words of ``query`` count (``\\w+``): no query syntax reaches
+        the engine, so a client's ``"``, ``:`` or ``-`` cannot make it fail.
+        """
+        words = " ".join(_WORD.findall(query.lower()))
+        if not words:
+            return []
+        return await _run("kb.search", self._engine.search, words, limit)
+
+    async def count(self) -> int:
+        """Facts in the index."""
+        return await _run("kb.search", self._engine.count)

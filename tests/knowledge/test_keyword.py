@@ -1,0 +1,118 @@
+"""The keyword index: stemming, ranking, deletes, reopening, and indexes that must be rebuilt."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from autobot.knowledge import MARKER, KeywordIndex, KeywordIndexUnusable
+
+
+class StoredFacts:
+    """An async iterable of facts, as a store's listing would give them."""
+
+    def __init__(self, count: int) -> None:
+        self.pending = [(f"f{n}", f"fact number {n} about turbines") for n in range(count)]
+
+    def __aiter__(self) -> StoredFacts:
+        return self
+
+    async def __anext__(self) -> tuple[str, str]:
+        if not self.pending:
+            raise StopAsyncIteration
+        return self.pending.pop()
+
+
+async def test_a_word_in_another_form_finds_the_fact(tmp_path: Path) -> None:
+    index = await KeywordIndex.open(tmp_path / "kw")
+    await index.add("a", "The service runs every night.")
+    await index.add("b", "A cat sleeps on the mat.")
+    assert [fact_id for fact_id, _ in await index.search("running", 10)] == ["a"]
+
+
+async def test_the_fact_with_more_of_the_terms_ranks_first(tmp_path: Path) -> None:
+    index = await KeywordIndex.open(tmp_path / "kw")
+    await index.add_many(
+        [
+            ("once", "Redis keeps the queue; the workers poll it."),
+            ("thrice", "Redis replicas follow the Redis primary; Redis sentinels watch it."),
+            ("none", "Postgres keeps the accounts."),
+        ]
+    )
+    results = await index.search("redis", 10)
+    assert [fact_id for fact_id, _ in results] == ["thrice", "once"]
+    assert results[0][1] > results[1][1] > 0
+
+
+async def test_query_syntax_is_only_words(tmp_path: Path) -> None:
+    index = await KeywordIndex.open(tmp_path / "kw")
+    await index.add("a", "Cats and dogs.")
+    assert [i for i, _ in await index.search('text:"cats AND (dogs', 10)] == ["a"]
+    assert await index.search('"" :: -', 10) == []
+
+
+async def test_a_deleted_fact_is_never_returned(tmp_path: Path) -> None:
+    index = await KeywordIndex.open(tmp_path / "kw")
+    await index.add_many([(f"f{n}", f"shared words, fact {n}") for n in range(5)])
+    await index.delete("f2")
+    assert "f2" not in [i for i, _ in await index.search("shared words", 10)]
+    assert await index.count() == 4
+    assert [i for i, _ in await index.search("fact 2", 10)][:1] != ["f2"]
+
+
+async def test_adding_an_id_again_replaces_its_text(tmp_path: Path) -> None:
+    index = await KeywordIndex.open(tmp_path / "kw")
+    await index.add("a", "old wording")
+    await index.add("a", "new wording")
+    assert await index.count() == 1
+    assert await index.search("old", 10) == []
+
+
+async def test_a_reopened_index_keeps_its_facts(tmp_path: Path) -> None:
+    index = await KeywordIndex.open(tmp_path / "kw")
+    await index.add_many([("a", "alpha beta"), ("b", "gamma delta")])
+    await index.delete("b")
+    del index
+    reopened = await KeywordIndex.open(tmp_path / "kw")
+    assert await reopened.count() == 1
+    assert [i for i, _ in await reopened.search("alpha gamma", 10)] == ["a"]
+
+
+async def test_an_index_of_another_version_must_be_rebuilt(tmp_path: Path) -> None:
+    index = await KeywordIndex.open(tmp_path / "kw")
+    await index.add("a", "alpha")
+    del index
+    marker = tmp_path / "kw" / MARKER
+    marker.write_text(json.dumps({**json.loads(marker.read_text()), "schema": 0}))
+    with pytest.raises(KeywordIndexUnusable, match="another version"):
+        await KeywordIndex.open(tmp_path / "kw")
+
+
+async def test_a_corrupt_index_must_be_rebuilt(tmp_path: Path) -> None:
+    index = await KeywordIndex.open(tmp_path / "kw")
+    await index.add("a", "alpha")
+    del index
+    (tmp_path / "kw" / "meta.json").write_text("{not json")
+    with pytest.raises(KeywordIndexUnusable, match="cannot be read"):
+        await KeywordIndex.open(tmp_path / "kw")
+
+
+async def test_a_directory_without_a_marker_must_be_rebuilt(tmp_path: Path) -> None:
+    (tmp_path / "kw").mkdir()
+    (tmp_path / "kw" / "stray").write_text("x")
+    with pytest.raises(KeywordIndexUnusable, match="marker"):
+        await KeywordIndex.open(tmp_path / "kw")
+
+
+async def test_rebuild_replaces_an_unusable_index(tmp_path: Path) -> None:
+    (tmp_path / "kw").mkdir()
+    (tmp_path / "kw" / "meta.json").write_text("{not json")
+
+    index = await KeywordIndex.rebuild(tmp_path / "kw", StoredFacts(12))
+    assert await index.count() == 12
+    assert len(await index.search("turbine", 100)) == 12
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["kw"]
+    reopened_later = await KeywordIndex.rebuild(tmp_path / "kw", [("x", "a windmill")])
+    assert [i for i, _ in await reopened_later.search("windmills", 10)] == ["x"]
