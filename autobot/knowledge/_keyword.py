@@ -74,16 +74,25 @@ def _schema() -> tantivy.Schema:
     return builder.build()
 
 
-async def _run(scope: str, function: Callable[..., T], *args: Any) -> T:
+async def _in_thread(function: Callable[..., T], *args: Any) -> T:
     try:
         limiter = _limiter.get()
     except LookupError:
         limiter = trio.CapacityLimiter(KEYWORD_THREADS)
         _limiter.set(limiter)
-    with deadline(scope):
-        return await trio.to_thread.run_sync(
-            function, *args, limiter=limiter, abandon_on_cancel=True
-        )
+    return await trio.to_thread.run_sync(function, *args, limiter=limiter, abandon_on_cancel=True)
+
+
+async def _write(function: Callable[..., T], *args: Any) -> T:
+    """An index write (or open, or move) in a thread, within ``file.io``."""
+    with deadline("file.io"):
+        return await _in_thread(function, *args)
+
+
+async def _query(function: Callable[..., T], *args: Any) -> T:
+    """A search in a thread, within ``kb.search``."""
+    with deadline("kb.search"):
+        return await _in_thread(function, *args)
 
 
 class _Engine:
@@ -165,7 +174,7 @@ class KeywordIndex:
             empty = not directory.exists() or not any(directory.iterdir())
             return _Engine(directory, create=empty)
 
-        return cls(await _run("file.io", make))
+        return cls(await _write(make))
 
     @classmethod
     async def rebuild(
@@ -181,22 +190,22 @@ class KeywordIndex:
         Each batch of :data:`REBUILD_BATCH` facts is one step under ``file.io``.
         """
         staging = directory.with_name(directory.name + ".rebuild")
-        await _run("file.io", shutil.rmtree, staging, True)
-        engine = await _run("file.io", lambda: _Engine(staging, create=True))
+        await _write(shutil.rmtree, staging, True)
+        engine = await _write(lambda: _Engine(staging, create=True))
         batch: list[tuple[str, str]] = []
         if isinstance(facts, AsyncIterable):
             async for fact in facts:
                 batch.append(fact)
                 if len(batch) >= REBUILD_BATCH:
-                    await _run("file.io", engine.write, batch, ())
+                    await _write(engine.write, batch, ())
                     batch = []
         else:
             for fact in facts:
                 batch.append(fact)
                 if len(batch) >= REBUILD_BATCH:
-                    await _run("file.io", engine.write, batch, ())
+                    await _write(engine.write, batch, ())
                     batch = []
-        await _run("file.io", engine.write, batch, ())
+        await _write(engine.write, batch, ())
         del engine
 
         def move_in() -> None:
@@ -207,20 +216,20 @@ class KeywordIndex:
             staging.rename(directory)
             shutil.rmtree(old, ignore_errors=True)
 
-        await _run("file.io", move_in)
+        await _write(move_in)
         return await cls.open(directory)
 
     async def add(self, fact_id: str, text: str) -> None:
         """Index one fact; searchable when this returns."""
-        await _run("file.io", self._engine.write, [(fact_id, text)], ())
+        await _write(self._engine.write, [(fact_id, text)], ())
 
     async def add_many(self, facts: list[tuple[str, str]]) -> None:
         """Index several facts in one commit (a batch add)."""
-        await _run("file.io", self._engine.write, facts, ())
+        await _write(self._engine.write, facts, ())
 
     async def delete(self, fact_id: str) -> None:
         """Remove one fact; no search started after this returns finds it."""
-        await _run("file.io", self._engine.write, (), [fact_id])
+        await _write(self._engine.write, (), [fact_id])
 
     async def search(self, query: str, limit: int) -> list[tuple[str, float]]:
         """``(fact_id, score)`` for the facts that best match any word of ``query``, best first.
@@ -231,8 +240,8 @@ class KeywordIndex:
         words = " ".join(_WORD.findall(query.lower()))
         if not words:
             return []
-        return await _run("kb.search", self._engine.search, words, limit)
+        return await _query(self._engine.search, words, limit)
 
     async def count(self) -> int:
         """Facts in the index."""
-        return await _run("kb.search", self._engine.count)
+        return await _query(self._engine.count)
