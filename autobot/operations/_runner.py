@@ -423,12 +423,11 @@ class OperationRunner:
         checkpoint: dict[str, Any] | None,
     ) -> OperationContext:
         async def save(saved: dict[str, Any]) -> None:
-            await store.put_checkpoint(record["id"], saved)
             record["checkpoint"] = {
                 "processed_items": saved["processed_items"],
                 "created_at": saved["created_at"],
             }
-            await store.put_operation(record)
+            await store.put_checkpoint(record["id"], saved, operation=record)
 
         checkpoint = checkpoint or {}
         return OperationContext(

@@ -193,14 +193,23 @@ class EmbeddedStore:
             records = (r for r in records if r.get("status") in UNFINISHED_OPERATION_STATUSES)
         return copy.deepcopy(list(records))
 
-    async def put_checkpoint(self, operation_id: str, checkpoint: dict[str, Any]) -> None:
-        await self._commit_one(
+    async def put_checkpoint(
+        self,
+        operation_id: str,
+        checkpoint: dict[str, Any],
+        *,
+        operation: dict[str, Any] | None = None,
+    ) -> None:
+        records = [
             {
                 "kind": "checkpoint",
                 "operation_id": operation_id,
                 "checkpoint": copy.deepcopy(checkpoint),
             }
-        )
+        ]
+        if operation is not None:  # one commit, one fsync; the checkpoint's line first
+            records.append({"kind": "operation", "operation": copy.deepcopy(operation)})
+        await self._journal.commit(records)
 
     async def get_checkpoint(self, operation_id: str) -> dict[str, Any] | None:
         await trio.lowlevel.checkpoint()

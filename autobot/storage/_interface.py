@@ -115,8 +115,20 @@ class Store(Protocol):
         """
         ...
 
-    async def put_checkpoint(self, operation_id: str, checkpoint: dict[str, Any]) -> None:
-        """Replace the operation's checkpoint; durable once this returns."""
+    async def put_checkpoint(
+        self,
+        operation_id: str,
+        checkpoint: dict[str, Any],
+        *,
+        operation: dict[str, Any] | None = None,
+    ) -> None:
+        """Replace the operation's checkpoint; durable once this returns.
+
+        With ``operation``, that record is replaced too, in the same durable
+        write (a runner saves a checkpoint and the record's summary of it). A
+        crash in the middle of it can leave the checkpoint without the record's
+        update, never the record's update without the checkpoint.
+        """
         ...
 
     async def get_checkpoint(self, operation_id: str) -> dict[str, Any] | None: ...

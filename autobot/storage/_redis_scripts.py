@@ -89,6 +89,22 @@ end
 return 1
 """
 
+# KEYS: checkpoint, order zset, clock, value key, unfinished set.
+# ARGV: checkpoint json, id, operation json, "1" if unfinished
+_PUT_CHECKPOINT_AND_OPERATION = """
+redis.call('SET', KEYS[1], ARGV[1])
+if redis.call('ZSCORE', KEYS[2], ARGV[2]) == false then
+  redis.call('ZADD', KEYS[2], redis.call('INCR', KEYS[3]), ARGV[2])
+end
+redis.call('SET', KEYS[4], ARGV[3])
+if ARGV[4] == '1' then
+  redis.call('SADD', KEYS[5], ARGV[2])
+else
+  redis.call('SREM', KEYS[5], ARGV[2])
+end
+return 1
+"""
+
 # KEYS: order zset, value key.  ARGV: id
 _DELETE_ORDERED = """
 if redis.call('ZREM', KEYS[1], ARGV[1]) == 0 then return 0 end
@@ -201,6 +217,7 @@ SCRIPTS = {
         "delete_chat": _DELETE_CHAT,
         "put_ordered": _PUT_ORDERED,
         "put_operation": _PUT_OPERATION,
+        "put_checkpoint_and_operation": _PUT_CHECKPOINT_AND_OPERATION,
         "delete_ordered": _DELETE_ORDERED,
         "claim_lease": _CLAIM_LEASE,
         "renew_lease": _RENEW_LEASE,

@@ -268,8 +268,28 @@ class RedisStore:
         records = [json.loads(value) for value in values if value is not None]
         return [r for r in records if r.get("status") in UNFINISHED_OPERATION_STATUSES]
 
-    async def put_checkpoint(self, operation_id: str, checkpoint: dict[str, Any]) -> None:
-        await self.client.set(self._key("checkpoint", operation_id), _dumps(checkpoint))
+    async def put_checkpoint(
+        self,
+        operation_id: str,
+        checkpoint: dict[str, Any],
+        *,
+        operation: dict[str, Any] | None = None,
+    ) -> None:
+        if operation is None:
+            await self.client.set(self._key("checkpoint", operation_id), _dumps(checkpoint))
+            return
+        unfinished = operation.get("status") in UNFINISHED_OPERATION_STATUSES
+        await self._run(
+            "put_checkpoint_and_operation",
+            [
+                self._key("checkpoint", operation_id),
+                self._key("operations"),
+                self._key("clock"),
+                self._key("operation", operation["id"]),
+                self._key("operations", "unfinished"),
+            ],
+            [_dumps(checkpoint), operation["id"], _dumps(operation), "1" if unfinished else "0"],
+        )
 
     async def get_checkpoint(self, operation_id: str) -> dict[str, Any] | None:
         raw = await self.client.get(self._key("checkpoint", operation_id))

@@ -533,3 +533,12 @@ async def test_unfinished_operations_are_listed_from_their_index(store: Store) -
     await store.put_operation({"id": "b", "status": "queued"})  # resumed
     assert [op["id"] for op in await store.list_operations(unfinished_only=True)] == ["c", "b"]
     assert [op["id"] for op in await store.list_operations()] == ["c", "b", "a"]
+
+
+async def test_a_checkpoint_and_its_operation_are_saved_together(store: Store) -> None:
+    await store.put_operation({"id": "op", "status": "running", "checkpoint": None})
+    record = {"id": "op", "status": "running", "checkpoint": {"processed_items": 3}}
+    await store.put_checkpoint("op", {"state": {"next": 3}}, operation=record)
+    assert await store.get_checkpoint("op") == {"state": {"next": 3}}
+    assert await store.get_operation("op") == record
+    assert [op["id"] for op in await store.list_operations(unfinished_only=True)] == ["op"]
