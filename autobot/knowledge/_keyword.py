@@ -123,6 +123,13 @@ class _Engine:
                 f"the keyword index is of another version ({found}, expected {_marker()})"
             )
 
+    def verify(self) -> None:
+        self.check_marker()
+        try:
+            json.loads((self.directory / "meta.json").read_text())
+        except (OSError, ValueError):
+            raise KeywordIndexUnusable("the keyword index has no readable meta.json") from None
+
     def write(self, adds: Iterable[tuple[str, str]], deletes: Iterable[str]) -> None:
         with self.lock:
             try:
@@ -241,6 +248,15 @@ class KeywordIndex:
         if not words:
             return []
         return await _query(self._engine.search, words, limit)
+
+    async def verify(self) -> None:
+        """Raise :class:`KeywordIndexUnusable` if the directory no longer holds this index.
+
+        A search may go on answering from files it already mapped after the
+        directory was deleted or overwritten; this looks at the directory
+        itself (the version marker and Tantivy's ``meta.json``), under ``file.io``.
+        """
+        await _write(self._engine.verify)
 
     async def count(self) -> int:
         """Facts in the index."""
