@@ -13,7 +13,8 @@ Supervised here: ``health`` (the nursery health probes run in), ``storage``
 ``operations`` (the long-running operations' runner, stopped first at shutdown
 so that running operations checkpoint while the store is still open) and
 ``agents`` (the message bus's sweeper, which hands back messages taken for
-receivers that went away). A
+receivers that went away) and ``knowledge`` (builds this process's keyword
+index and keeps it in step with other processes). A
 service that fails on an outside fault is restarted with backoff and reported
 in ``/api/health``; a programming error in any of them ends :meth:`run` with
 that error (after setting :attr:`Services.crashed`), so the server can exit
@@ -51,6 +52,7 @@ from ._metrics import Metrics
 from ._supervisor import RestartPolicy, Supervisor, open_supervisor
 from .agents import AgentBus
 from .chat import ChatService
+from .knowledge import KnowledgeBase
 from .llm import LLM, LLMHealthCheck, PromptTemplates, open_llm
 from .operations import OperationRunner
 from .storage import Store, open_store, store_is_critical
@@ -124,6 +126,7 @@ class Services:
         self.metrics.watch_operations(self.operations.counts)
         self.agents = AgentBus(lambda: self.store)
         self.metrics.watch_agents(self.agents.counts)
+        self.knowledge = KnowledgeBase(settings.data_dir, lambda: self.store)
 
     @property
     def chat(self) -> ChatService:
@@ -148,6 +151,7 @@ class Services:
             checks.append(self._llm_check)
         if self.supervisor is not None:
             checks.append(self.supervisor.health_check)
+        checks.append(self.knowledge.health_check)
         checks.extend(self._extra_health_checks)
         return checks
 
@@ -230,6 +234,7 @@ class Services:
                     )
                     await supervisor.start("operations", self.operations.run)
                     await supervisor.start("agents", self.agents.run)
+                    await supervisor.start("knowledge", self.knowledge.run)
                 task_status.started(self)
                 await self._stop_requested.wait()
                 # Before the store closes: running operations save their checkpoints.

@@ -20,6 +20,7 @@ from ._chats import chats
 from ._error_handlers import register_error_handlers
 from ._files import files
 from ._guards import install_guards
+from ._knowledge import knowledge
 from ._long_running import is_long_running
 from ._operations import operations
 from ._request import AutoBotHTTPConnection, AutoBotRequest, is_streamed_body
@@ -110,6 +111,7 @@ def create_app(
     app.register_blueprint(operations)
     app.register_blueprint(files)
     app.register_blueprint(agents)
+    app.register_blueprint(knowledge)
 
     @app.before_serving
     async def open_services() -> None:

@@ -1,0 +1,120 @@
+"""Knowledge base routes: add (one or a batch), read and delete facts, search them.
+
+The models here check the shapes; the limits (text length, metadata size,
+batch size) are checked by :class:`~autobot.knowledge.KnowledgeBase` itself,
+so the Python API keeps them too, and answer 422 with ``fields`` the same way.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, StrictStr, field_validator
+from quart import Blueprint, Response
+from quart_schema import validate_querystring, validate_request
+from quart_trio.wrappers import TrioResponse
+
+from .._errors import ValidationFailed
+from ..knowledge import MAX_BATCH, MAX_LIMIT, MAX_METADATA_BYTES, MAX_TEXT_CHARS, KnowledgeBase
+from ..knowledge import NewFact as NewFactValue
+from ._context import services
+from ._query import QueryInt
+
+__all__ = ["knowledge"]
+
+knowledge = Blueprint("knowledge", __name__)
+
+Mode = Literal["keyword", "semantic", "hybrid"]
+
+
+class NewFact(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    text: StrictStr = Field(description=f"1 to {MAX_TEXT_CHARS} characters")
+    metadata: dict[str, Any] | None = Field(
+        default=None, description=f"a JSON object of at most {MAX_METADATA_BYTES} bytes"
+    )
+
+
+class NewFacts(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    facts: list[NewFact] = Field(description=f"1 to {MAX_BATCH} facts, stored all or none")
+
+
+class Added(BaseModel):
+    id: str
+
+
+class AddedMany(BaseModel):
+    ids: list[str]
+
+
+class SearchQuery(BaseModel):
+    q: str = Field(max_length=4096)
+    limit: QueryInt = Field(default=10, ge=1, le=MAX_LIMIT)
+    mode: Mode | None = None
+
+    @field_validator("q")
+    @classmethod
+    def _words(cls, value: str) -> str:
+        if not value.strip():
+            raise ValueError("must not be empty or only whitespace")
+        return value
+
+
+def _base() -> KnowledgeBase:
+    return services().knowledge
+
+
+def _value(fact: NewFact) -> NewFactValue:
+    return NewFactValue(fact.text, {} if fact.metadata is None else fact.metadata)
+
+
+@knowledge.post("/api/knowledge/facts")
+@validate_request(NewFact)
+async def add_fact(data: NewFact) -> tuple[dict[str, Any], int]:
+    """Store a fact; searchable on this server when the answer comes, on others soon after."""
+    fact = await _base().add(data.text, data.metadata)
+    return {"id": fact.id}, 201
+
+
+@knowledge.post("/api/knowledge/facts/batch")
+@validate_request(NewFacts)
+async def add_facts(data: NewFacts) -> tuple[dict[str, Any], int]:
+    """Store 1 to 1,000 facts, all or none; ids in the order given."""
+    facts = await _base().add_many([_value(fact) for fact in data.facts])
+    return {"ids": [fact.id for fact in facts]}, 201
+
+
+@knowledge.get("/api/knowledge/facts/<fact_id>")
+async def get_fact(fact_id: str) -> dict[str, Any]:
+    fact = await _base().get(fact_id)
+    return fact.to_json()
+
+
+@knowledge.delete("/api/knowledge/facts/<fact_id>")
+async def delete_fact(fact_id: str) -> Response:
+    """Delete a fact: no later search on any server returns it."""
+    await _base().delete(fact_id)
+    return TrioResponse(status=204)
+
+
+@knowledge.get("/api/knowledge/search")
+@validate_querystring(SearchQuery)
+async def search(query_args: SearchQuery) -> dict[str, Any]:
+    """Facts best matching ``q``, best first, under ``kb.search``.
+
+    ``mode`` ``keyword`` (BM25 over stemmed words) is the only one while no
+    embedding model is configured; ``semantic`` and ``hybrid`` then answer 422
+    ``embeddings_not_configured``.
+    """
+    mode = query_args.mode or "keyword"
+    if mode != "keyword":
+        raise ValidationFailed(
+            f"mode {mode!r} needs an embedding model (AUTOBOT_EMBED_MODEL), and none is configured",
+            code="embeddings_not_configured",
+            fields=[{"field": "mode", "message": "no embedding model is configured"}],
+        )
+    hits = await _base().search(query_args.q, query_args.limit)
+    return {"mode": mode, "results": [hit.to_json() for hit in hits]}
