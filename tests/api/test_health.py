@@ -93,7 +93,7 @@ async def test_health_route_answers_in_time_when_a_check_hangs(settings: Setting
     assert hung["error"] == "deadline 'health.check' expired after 0.2 s"
     assert 200 <= hung["latency_ms"] < 400
     assert body["checks"]["storage"]["ok"] is True
-    assert set(body["checks"]) == {"storage", "journal", "llm", "services", "hangs"}
+    assert set(body["checks"]) == {"storage", "journal", "llm", "services", "knowledge", "hangs"}
 
 
 async def test_unusable_data_dir_is_down_with_503(
