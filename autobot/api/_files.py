@@ -28,7 +28,7 @@ from typing import Any, cast
 
 import trio
 from pydantic import BaseModel, ConfigDict, StrictBool, StrictStr
-from quart import Blueprint, Response, request
+from quart import Blueprint, Response, after_this_request, request
 from quart.wrappers.response import ResponseBody
 from quart_schema import validate_querystring, validate_request
 from quart_trio.wrappers import TrioResponse
@@ -414,7 +414,19 @@ async def upload_file(query_args: UploadQuery) -> tuple[dict[str, Any], int]:
     limit = services().settings.max_upload_bytes
     if incoming.content_length is not None and incoming.content_length > limit:
         raise _too_large(limit)
+    received = False
+
+    @after_this_request
+    async def close_unless_received(response: Response) -> Response:
+        # An answer sent before the body was read whole (a failed write, a missing
+        # directory) ends the connection: the rest of the body is never read, and
+        # the client must not wait to send it.
+        if not received:
+            response.headers["Connection"] = "close"
+        return response
+
     async with await _root().create(query_args.path, parents=query_args.parents) as writer:
         await _receive_into(writer, incoming)
+        received = True
         size = await writer.publish()
     return {"path": _normal(query_args.path), "size": size}, 201

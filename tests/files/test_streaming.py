@@ -228,6 +228,8 @@ async def test_a_write_that_fails_ends_the_upload_and_leaves_nothing(
             )
     assert response.status_code == 500
     assert response.json()["error"]["code"] == "internal_error"
+    # The rest of the body is never read: the connection ends, nobody waits to send it.
+    assert response.headers["connection"] == "close"
     logged = [r.exc_info[1] for r in caplog.records if r.exc_info and r.exc_info[1]]
     assert [type(error) for error in logged] == [OSError]  # what failed is what is reported
     assert logged[0].errno == errno.EFBIG
