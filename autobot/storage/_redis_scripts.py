@@ -75,8 +75,10 @@ redis.call('SET', KEYS[3], ARGV[2])
 return 1
 """
 
-# KEYS: order zset, clock, value key, unfinished set.  ARGV: id, json, "1" if unfinished
+# KEYS: order zset, clock, value key, unfinished set, checkpoint key.
+# ARGV: id, json, "1" if unfinished, checkpoint json ("" to leave the checkpoint alone)
 _PUT_OPERATION = """
+if ARGV[4] ~= '' then redis.call('SET', KEYS[5], ARGV[4]) end
 if redis.call('ZSCORE', KEYS[1], ARGV[1]) == false then
   redis.call('ZADD', KEYS[1], redis.call('INCR', KEYS[2]), ARGV[1])
 end
@@ -85,22 +87,6 @@ if ARGV[3] == '1' then
   redis.call('SADD', KEYS[4], ARGV[1])
 else
   redis.call('SREM', KEYS[4], ARGV[1])
-end
-return 1
-"""
-
-# KEYS: checkpoint, order zset, clock, value key, unfinished set.
-# ARGV: checkpoint json, id, operation json, "1" if unfinished
-_PUT_CHECKPOINT_AND_OPERATION = """
-redis.call('SET', KEYS[1], ARGV[1])
-if redis.call('ZSCORE', KEYS[2], ARGV[2]) == false then
-  redis.call('ZADD', KEYS[2], redis.call('INCR', KEYS[3]), ARGV[2])
-end
-redis.call('SET', KEYS[4], ARGV[3])
-if ARGV[4] == '1' then
-  redis.call('SADD', KEYS[5], ARGV[2])
-else
-  redis.call('SREM', KEYS[5], ARGV[2])
 end
 return 1
 """
@@ -217,7 +203,6 @@ SCRIPTS = {
         "delete_chat": _DELETE_CHAT,
         "put_ordered": _PUT_ORDERED,
         "put_operation": _PUT_OPERATION,
-        "put_checkpoint_and_operation": _PUT_CHECKPOINT_AND_OPERATION,
         "delete_ordered": _DELETE_ORDERED,
         "claim_lease": _CLAIM_LEASE,
         "renew_lease": _RENEW_LEASE,

@@ -237,6 +237,10 @@ class RedisStore:
     # -- long-running operations ----------------------------------------------------------
 
     async def put_operation(self, operation: dict[str, Any]) -> None:
+        await self._put_operation(operation)
+
+    async def _put_operation(self, operation: dict[str, Any], checkpoint: str = "") -> None:
+        """The record (and its unfinished index) and, unless ``""``, its checkpoint: one script."""
         operation_id = operation["id"]
         unfinished = operation.get("status") in UNFINISHED_OPERATION_STATUSES
         await self._run(
@@ -246,8 +250,9 @@ class RedisStore:
                 self._key("clock"),
                 self._key("operation", operation_id),
                 self._key("operations", "unfinished"),
+                self._key("checkpoint", operation_id),
             ],
-            [operation_id, _dumps(operation), "1" if unfinished else "0"],
+            [operation_id, _dumps(operation), "1" if unfinished else "0", checkpoint],
         )
 
     async def get_operation(self, operation_id: str) -> dict[str, Any] | None:
@@ -277,19 +282,8 @@ class RedisStore:
     ) -> None:
         if operation is None:
             await self.client.set(self._key("checkpoint", operation_id), _dumps(checkpoint))
-            return
-        unfinished = operation.get("status") in UNFINISHED_OPERATION_STATUSES
-        await self._run(
-            "put_checkpoint_and_operation",
-            [
-                self._key("checkpoint", operation_id),
-                self._key("operations"),
-                self._key("clock"),
-                self._key("operation", operation["id"]),
-                self._key("operations", "unfinished"),
-            ],
-            [_dumps(checkpoint), operation["id"], _dumps(operation), "1" if unfinished else "0"],
-        )
+        else:
+            await self._put_operation(operation, _dumps(checkpoint))
 
     async def get_checkpoint(self, operation_id: str) -> dict[str, Any] | None:
         raw = await self.client.get(self._key("checkpoint", operation_id))

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import dataclasses
 import pathlib
 import socket
 
 import pytest
 
 from autobot import Settings
+from tests.support.redis_server import RedisProcess
+from tests.support.stores import BACKENDS
 
 
 def closed_port() -> int:
@@ -23,3 +26,13 @@ def settings(tmp_path: pathlib.Path) -> Settings:
         data_dir=tmp_path / "data",
         llm_url=f"http://127.0.0.1:{closed_port()}",
     )
+
+
+@pytest.fixture(params=BACKENDS)
+def backend_settings(request: pytest.FixtureRequest, settings: Settings) -> Settings:
+    """``settings`` on each backend: embedded, and the shared Redis (flushed)."""
+    if request.param == "embedded":
+        return settings
+    server: RedisProcess = request.getfixturevalue("shared_redis")
+    server.command("FLUSHALL")
+    return dataclasses.replace(settings, redis_url=server.url)

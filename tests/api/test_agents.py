@@ -18,18 +18,8 @@ from autobot.api import create_app
 from autobot.api._agents import MAX_MESSAGE_BODY_BYTES, DeliveryBody
 from tests.support.polling import eventually
 from tests.support.process import run_server
-from tests.support.redis_server import RedisProcess, RedisProcesses
+from tests.support.redis_server import RedisProcesses
 from tests.support.serving import served
-from tests.support.stores import BACKENDS
-
-
-@pytest.fixture(params=BACKENDS)
-def backend_settings(request: pytest.FixtureRequest, settings: Settings) -> Settings:
-    if request.param == "embedded":
-        return settings
-    server: RedisProcess = request.getfixturevalue("shared_redis")
-    server.command("FLUSHALL")
-    return dataclasses.replace(settings, redis_url=server.url)
 
 
 @asynccontextmanager

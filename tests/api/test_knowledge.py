@@ -19,16 +19,6 @@ from autobot.knowledge import MAX_METADATA_BYTES, MAX_TEXT_CHARS, KnowledgeBase
 from tests.support.polling import eventually
 from tests.support.redis_server import RedisProcess
 from tests.support.serving import served
-from tests.support.stores import BACKENDS
-
-
-@pytest.fixture(params=BACKENDS)
-def backend_settings(request: pytest.FixtureRequest, settings: Settings) -> Settings:
-    if request.param == "embedded":
-        return settings
-    server: RedisProcess = request.getfixturevalue("shared_redis")
-    server.command("FLUSHALL")
-    return dataclasses.replace(settings, redis_url=server.url)
 
 
 @asynccontextmanager
