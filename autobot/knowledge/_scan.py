@@ -39,7 +39,11 @@ def _best(facts: Sequence[Fact], terms: set[str], limit: int) -> list[tuple[Fact
 
 
 async def scan(facts: Sequence[Fact], query: str, limit: int) -> list[tuple[Fact, float]]:
-    """The ``limit`` facts holding the most words of ``query``, best first, with their counts."""
+    """The ``limit`` facts holding the most words of ``query``, best first, with their counts.
+
+    CPU work over every fact, so it runs in a thread behind a limiter of one;
+    the caller's ``kb.search`` deadline bounds it (the thread is abandoned).
+    """
     terms = query_terms(query)
     if not terms:
         return []
