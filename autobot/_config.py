@@ -78,6 +78,17 @@ def _positive_int(value: Any) -> int:
     return number
 
 
+def _flag(value: Any) -> bool:
+    if isinstance(value, bool):
+        return value
+    text = str(value).strip().lower()
+    if text in ("1", "true", "yes", "on"):
+        return True
+    if text in ("0", "false", "no", "off"):
+        return False
+    raise ValueError(f"{value!r} is not a flag (1/0, true/false, yes/no, on/off)")
+
+
 def _backlog(value: Any) -> int:
     number = _positive_int(value)
     if number > 65535:
@@ -140,6 +151,12 @@ class Settings:
     allowed_origins: tuple[str, ...] = ()
     listen_backlog: int = 1024
     operations_concurrency: int = 3
+    #: The embedding model on the LLM provider; ``None``: keyword search only.
+    embed_model: str | None = None
+    #: Facts given to the model for an answer with ``"knowledge": true``.
+    kb_context_facts: int = 5
+    #: Let crawling reach loopback, private and link-local addresses (tests, home labs).
+    crawl_allow_private: bool = False
     deadlines: Mapping[str, float] = field(default_factory=dict)
     #: ``{type: {profile field: value}}`` from the TOML ``[operations.<type>]`` tables.
     operation_profiles: Mapping[str, Mapping[str, float]] = field(default_factory=dict)
@@ -169,6 +186,10 @@ class Settings:
             f"api token   {'required' if self.api_token else 'not required'}",
             f"max upload  {self.max_upload_bytes} bytes",
             f"operations  {self.operations_concurrency} at once",
+            f"knowledge   "
+            + (f"embeddings model={self.embed_model}" if self.embed_model else "keyword only")
+            + f", {self.kb_context_facts} facts per grounded answer"
+            + (", crawling may reach private addresses" if self.crawl_allow_private else ""),
             *self.site_policy().describe(),
         ]
         if self.deadlines:
@@ -197,6 +218,9 @@ _FIELDS: dict[str, Callable[[Any], Any]] = {
     "allowed_origins": parse_origins,
     "listen_backlog": _backlog,
     "operations_concurrency": _positive_int,
+    "embed_model": _text,
+    "kb_context_facts": _positive_int,
+    "crawl_allow_private": _flag,
 }
 assert set(_FIELDS) | {"deadlines", "operation_profiles"} == {f.name for f in fields(Settings)}
 

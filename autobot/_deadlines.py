@@ -83,6 +83,18 @@ SCOPES: tuple[ScopeSpec, ...] = (
     ScopeSpec("llm.close", 1.0, "closing an LLM response's connection, shielded from cancellation"),
     ScopeSpec("file.io", 10.0, "one file read/write step (a chunk, a rename, a listing)"),
     ScopeSpec("kb.search", 10.0, "one knowledge search"),
+    ScopeSpec(
+        "kb.answer_context",
+        1.0,
+        "finding the facts for an answer grounded in the knowledge base; on expiry the "
+        "answer goes on without them",
+    ),
+    ScopeSpec(
+        "kb.embed",
+        30.0,
+        "one batch of texts embedded by the LLM provider's embeddings endpoint",
+    ),
+    ScopeSpec("kb.fetch", 15.0, "fetching one page for the knowledge base"),
     ScopeSpec("health", 2.0, "the whole /api/health answer"),
     ScopeSpec("health.check", 1.5, "one health check; must be shorter than 'health'"),
     ScopeSpec("http.request", 30.0, "any non-streaming HTTP handler"),
