@@ -13,8 +13,9 @@ The journal's writer and its compaction run as supervised services
 
 from __future__ import annotations
 
+import base64
 import copy
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from pathlib import Path
 from typing import Any
@@ -26,6 +27,7 @@ from .._errors import StorageUnavailable
 from .._health import HealthCheck
 from .._supervisor import Supervisor, using_supervisor
 from ._embedded_state import EmbeddedState
+from ._fact_log import FactChange, FactOp, MemoryFactLog
 from ._fanout import Fanout
 from ._journal import COMPACT_AFTER_BYTES, Journal
 from ._models import (
@@ -43,6 +45,9 @@ from ._models import (
 from ._records import checked_import, inbox_record
 
 __all__ = ["EmbeddedStore", "open_embedded_store"]
+
+# The records that are fact changes, and the change each one logs.
+_LOGGED: dict[str, FactOp] = {"fact": "add", "fact_deleted": "delete", "fact_vectors": "vectors"}
 
 
 class JournalCheck:
@@ -78,6 +83,7 @@ class EmbeddedStore:
         self._leases: dict[str, tuple[str, float]] = {}
         self._live: dict[str, float] = {}  # agent → when its presence lapses (Trio clock)
         self._inbox_changed: dict[str, trio.Event] = {}
+        self._fact_log = MemoryFactLog()
         self._inbox_locks: dict[str, trio.Lock] = {}
         journal.after_apply = self._after_apply
 
@@ -92,9 +98,16 @@ class EmbeddedStore:
     def breakers(self) -> list[dict[str, Any]]:
         return []  # nothing remote to protect
 
-    def _after_apply(self, records: list[dict[str, Any]]) -> None:
-        for record in records:
-            if record["kind"] == "inbox_message":
+    def _after_apply(self, records: list[dict[str, Any]], applied: list[bool]) -> None:
+        for record, changed in zip(records, applied, strict=True):
+            kind = record["kind"]
+            if kind in _LOGGED and changed:
+                if kind == "fact_vectors":
+                    facts = self._state.facts
+                    self._fact_log.append("vectors", [i for i in record["vectors"] if i in facts])
+                else:
+                    self._fact_log.append(_LOGGED[kind], [record["id"]])
+            elif kind == "inbox_message":
                 event = self._inbox_changed.pop(record["agent"], None)
                 if event is not None:
                     event.set()
@@ -176,6 +189,40 @@ class EmbeddedStore:
     async def list_facts(self) -> list[Fact]:
         await trio.lowlevel.checkpoint()
         return list(self._state.facts.values())
+
+    async def get_facts(self, fact_ids: Sequence[str]) -> dict[str, Fact]:
+        await trio.lowlevel.checkpoint()
+        facts = self._state.facts
+        return {fact_id: facts[fact_id] for fact_id in fact_ids if fact_id in facts}
+
+    async def fact_log_position(self) -> int:
+        await trio.lowlevel.checkpoint()
+        return self._fact_log.position
+
+    async def read_fact_log(self, after: int, max_count: int = 1000) -> list[FactChange] | None:
+        return await self._fact_log.read(after, max_count)
+
+    async def put_fact_vectors(self, model: str, vectors: Mapping[str, bytes]) -> list[str]:
+        present = {
+            fact_id: base64.b64encode(vector).decode("ascii")
+            for fact_id, vector in vectors.items()
+            if fact_id in self._state.facts
+        }
+        if not present:
+            await trio.lowlevel.checkpoint()
+            return []
+        await self._commit_one({"kind": "fact_vectors", "model": model, "vectors": present})
+        return [fact_id for fact_id in present if fact_id in self._state.facts]
+
+    async def get_fact_vectors(self, model: str, fact_ids: Sequence[str]) -> dict[str, bytes]:
+        await trio.lowlevel.checkpoint()
+        stored = self._state.fact_vectors.get(model, {})
+        return {i: base64.b64decode(stored[i]) for i in fact_ids if i in stored}
+
+    async def list_fact_vectors(self, model: str) -> dict[str, bytes]:
+        await trio.lowlevel.checkpoint()
+        stored = self._state.fact_vectors.get(model, {})
+        return {fact_id: base64.b64decode(vector) for fact_id, vector in list(stored.items())}
 
     # -- long-running operations ----------------------------------------------------------
 

@@ -22,6 +22,9 @@ from ._records import inbox_record
 
 __all__ = ["EmbeddedState"]
 
+# Embeddings per fact_vectors record of a snapshot or export.
+_VECTORS_PER_RECORD = 256
+
 
 @dataclass(slots=True)
 class _ChatEntry:
@@ -50,6 +53,8 @@ class EmbeddedState:
     def __init__(self) -> None:
         self.chats: dict[str, _ChatEntry] = {}
         self.facts: dict[str, Fact] = {}
+        #: model → fact id → embedding (base64 of the caller's bytes, as journalled).
+        self.fact_vectors: dict[str, dict[str, str]] = {}
         self.operations: dict[str, dict[str, Any]] = {}
         self.checkpoints: dict[str, dict[str, Any]] = {}
         self.agents: set[str] = set()
@@ -98,7 +103,14 @@ class EmbeddedState:
         return True
 
     def _apply_fact_deleted(self, record: dict[str, Any]) -> bool:
+        for vectors in self.fact_vectors.values():
+            vectors.pop(record["id"], None)
         return self.facts.pop(record["id"], None) is not None
+
+    def _apply_fact_vectors(self, record: dict[str, Any]) -> bool:
+        present = {k: v for k, v in record["vectors"].items() if k in self.facts}
+        self.fact_vectors.setdefault(record["model"], {}).update(present)
+        return bool(present)
 
     def _apply_operation(self, record: dict[str, Any]) -> bool:
         self.operations[record["operation"]["id"]] = record["operation"]
@@ -187,6 +199,11 @@ class EmbeddedState:
                 yield {"kind": "message", "chat_id": entry.id, **message.to_json()}
         for fact in list(self.facts.values()):
             yield {"kind": "fact", **fact.to_json()}
+        for model, vectors in list(self.fact_vectors.items()):
+            items = list(vectors.items())
+            for start in range(0, len(items), _VECTORS_PER_RECORD):
+                chunk = dict(items[start : start + _VECTORS_PER_RECORD])
+                yield {"kind": "fact_vectors", "model": model, "vectors": chunk}
         for operation in list(self.operations.values()):
             yield {"kind": "operation", "operation": operation}
         for operation_id, checkpoint in list(self.checkpoints.items()):

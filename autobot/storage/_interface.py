@@ -15,11 +15,12 @@ was cancelled either happened whole or not at all, never in part.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager
 from typing import Any, Protocol
 
 from .._health import HealthCheck
+from ._fact_log import FactChange
 from ._models import Chat, Fact, InboxMessage, Message, Priority
 
 __all__ = ["Store"]
@@ -95,6 +96,43 @@ class Store(Protocol):
 
     async def list_facts(self) -> list[Fact]:
         """Every fact, oldest first."""
+        ...
+
+    async def get_facts(self, fact_ids: Sequence[str]) -> dict[str, Fact]:
+        """The facts of ``fact_ids`` that exist, by id (one round trip)."""
+        ...
+
+    async def fact_log_position(self) -> int:
+        """The number of the latest change in the fact log (0 before any).
+
+        Read it before :meth:`list_facts` to follow the log from there: see
+        :mod:`autobot.storage._fact_log`.
+        """
+        ...
+
+    async def read_fact_log(self, after: int, max_count: int = 1000) -> list[FactChange] | None:
+        """Up to ``max_count`` changes after number ``after``, oldest first.
+
+        Waits up to about a second for one when there is none yet (``[]``
+        then). ``None`` when changes after ``after`` are no longer kept (the
+        reader fell behind, or the log was reset): rebuild from the facts.
+        """
+        ...
+
+    async def put_fact_vectors(self, model: str, vectors: Mapping[str, bytes]) -> list[str]:
+        """Store each fact's embedding by ``model`` (opaque bytes); the ids stored.
+
+        Facts that no longer exist are skipped. Deleting a fact deletes its
+        embeddings. Each stored id is logged as a ``vectors`` change.
+        """
+        ...
+
+    async def get_fact_vectors(self, model: str, fact_ids: Sequence[str]) -> dict[str, bytes]:
+        """The embeddings by ``model`` of those of ``fact_ids`` that have one."""
+        ...
+
+    async def list_fact_vectors(self, model: str) -> dict[str, bytes]:
+        """Every stored embedding by ``model``, by fact id."""
         ...
 
     # -- long-running operations ------------------------------------------------------

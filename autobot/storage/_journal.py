@@ -147,7 +147,7 @@ class Journal:
         self._snapshot_generation: int | None = None  # rotated, snapshot not yet written
         self.failure: str | None = None  # the last write failure, until a write succeeds
         self.compactions = 0
-        self.after_apply: Callable[[list[dict[str, Any]]], None] | None = None
+        self.after_apply: Callable[[list[dict[str, Any]], list[bool]], None] | None = None
 
     @property
     def generation(self) -> int:
@@ -357,7 +357,7 @@ class Journal:
                 self.failure = None
                 batch.results = [self.state.apply(record) for record in batch.records]
             if self.after_apply is not None:
-                self.after_apply(batch.records)
+                self.after_apply(batch.records, batch.results)
             if self._size >= self.compact_after_bytes and not self._compacting:
                 self._compacting = True
                 self._compaction_wanted.set()

@@ -13,6 +13,7 @@ State kinds (in exports, in snapshots, in journals)::
     chat            id, title, created_at, updated_at
     message         chat_id, id, role, content, created_at, status
     fact            id, text, metadata, created_at
+    fact_vectors    model, vectors: {fact id: base64 of the embedding}
     operation       operation: {...}
     checkpoint      operation_id, checkpoint: {...}
     agent           agent
@@ -38,7 +39,16 @@ from ._models import InboxMessage
 __all__ = ["EXPORT_KINDS", "checked_import", "inbox_record", "iso_to_ms"]
 
 EXPORT_KINDS = frozenset(
-    {"chat", "message", "fact", "operation", "checkpoint", "agent", "inbox_message"}
+    {
+        "chat",
+        "message",
+        "fact",
+        "fact_vectors",
+        "operation",
+        "checkpoint",
+        "agent",
+        "inbox_message",
+    }
 )
 
 

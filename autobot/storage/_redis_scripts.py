@@ -66,15 +66,6 @@ redis.call('ZREM', KEYS[1], ARGV[1])
 return 1
 """
 
-# KEYS: order zset, clock, value key.  ARGV: id, json.  Keeps the first-put position.
-_PUT_ORDERED = """
-if redis.call('ZSCORE', KEYS[1], ARGV[1]) == false then
-  redis.call('ZADD', KEYS[1], redis.call('INCR', KEYS[2]), ARGV[1])
-end
-redis.call('SET', KEYS[3], ARGV[2])
-return 1
-"""
-
 # KEYS: order zset, clock, value key, unfinished set, checkpoint key.
 # ARGV: id, json, "1" if unfinished, checkpoint json ("" to leave the checkpoint alone)
 _PUT_OPERATION = """
@@ -91,12 +82,59 @@ end
 return 1
 """
 
-# KEYS: order zset, value key.  ARGV: id
-_DELETE_ORDERED = """
+# A helper the fact scripts share: append one change to the fact log (a stream whose
+# entry ids are "<seq>-0", seq from the log's counter), keeping about ``retained`` entries.
+_LOG_FACT_CHANGE = """
+local function log_change(log, counter, retained, op, fact_id)
+  local seq = redis.call('INCR', counter)
+  redis.call('XADD', log, 'MAXLEN', '~', retained, seq .. '-0', 'op', op, 'id', fact_id)
+  return seq
+end
+"""
+
+# KEYS: facts zset, clock, fact key, log, log counter.  ARGV: id, json, retained
+_PUT_FACT = (
+    _LOG_FACT_CHANGE
+    + """
+if redis.call('ZSCORE', KEYS[1], ARGV[1]) == false then
+  redis.call('ZADD', KEYS[1], redis.call('INCR', KEYS[2]), ARGV[1])
+end
+redis.call('SET', KEYS[3], ARGV[2])
+return log_change(KEYS[4], KEYS[5], ARGV[3], 'add', ARGV[1])
+"""
+)
+
+# KEYS: facts zset, fact key, log, log counter, models set.
+# ARGV: id, retained, vectors key prefix (+ model = one model's hash of embeddings)
+_DELETE_FACT = (
+    _LOG_FACT_CHANGE
+    + """
 if redis.call('ZREM', KEYS[1], ARGV[1]) == 0 then return 0 end
 redis.call('DEL', KEYS[2])
-return 1
+for _, model in ipairs(redis.call('SMEMBERS', KEYS[5])) do
+  redis.call('HDEL', ARGV[3] .. model, ARGV[1])
+end
+return log_change(KEYS[3], KEYS[4], ARGV[2], 'delete', ARGV[1])
 """
+)
+
+# KEYS: the model's vectors hash, models set, log, log counter.
+# ARGV: model, retained, fact key prefix, then fact id, embedding pairs.  Returns the ids stored.
+_PUT_FACT_VECTORS = (
+    _LOG_FACT_CHANGE
+    + """
+redis.call('SADD', KEYS[2], ARGV[1])
+local stored = {}
+for i = 4, #ARGV, 2 do
+  if redis.call('EXISTS', ARGV[3] .. ARGV[i]) == 1 then
+    redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1])
+    log_change(KEYS[3], KEYS[4], ARGV[2], 'vectors', ARGV[i])
+    stored[#stored + 1] = ARGV[i]
+  end
+end
+return stored
+"""
+)
 
 # KEYS: lease.  ARGV: owner, ttl ms
 _CLAIM_LEASE = """
@@ -201,9 +239,10 @@ SCRIPTS = {
         "create_chat": _CREATE_CHAT,
         "append_message": _APPEND_MESSAGE,
         "delete_chat": _DELETE_CHAT,
-        "put_ordered": _PUT_ORDERED,
         "put_operation": _PUT_OPERATION,
-        "delete_ordered": _DELETE_ORDERED,
+        "put_fact": _PUT_FACT,
+        "delete_fact": _DELETE_FACT,
+        "put_fact_vectors": _PUT_FACT_VECTORS,
         "claim_lease": _CLAIM_LEASE,
         "renew_lease": _RENEW_LEASE,
         "release_lease": _RELEASE_LEASE,

@@ -22,9 +22,10 @@ supervisor (logged, counted), never allowed to end the relay.
 
 from __future__ import annotations
 
+import base64
 import json
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from typing import Any
 
@@ -35,6 +36,7 @@ from .._health import HealthCheck, WatchedCheck, breaker_fingerprint
 from .._logging import log_fields
 from .._supervisor import RestartPolicy, Supervisor, using_supervisor
 from ..redis import Redis, RedisHealthCheck
+from ._fact_log import FACT_LOG_RETAINED, FACT_LOG_WAIT_S, FactChange
 from ._fanout import Fanout
 from ._models import (
     UNFINISHED_OPERATION_STATUSES,
@@ -56,6 +58,7 @@ __all__ = ["RedisStore", "open_redis_store"]
 log = logging.getLogger("autobot.storage")
 
 _SCORE_BAND = 1_000_000_000_000  # inbox score = (3 - priority) * band + arrival sequence
+_VECTORS_PER_RECORD = 256  # embeddings per fact_vectors record of an export
 _BARRIER = "\x00barrier"  # a channel no caller can name by accident
 # Re-subscribing soon after Redis comes back matters more than for other services.
 RELAY_RESTARTS = RestartPolicy(first_s=0.05, max_s=2.0)
@@ -64,6 +67,19 @@ _Drop = Callable[..., None]
 
 def _log_drop(source: str, reason: str, **detail: Any) -> None:
     log.warning("bad payload dropped", extra=log_fields(source=source, reason=reason, **detail))
+
+
+def _stream_entries(reply: Any) -> list[tuple[str, dict[str, str]]]:
+    """The entries of an ``XREAD`` of one stream, in either protocol's shape."""
+    if not reply:
+        return []
+    if isinstance(reply, dict):  # RESP3: {stream: [entries]}
+        (entries,) = reply.values()
+        if entries and isinstance(entries[0], list) and len(entries) == 1:
+            entries = entries[0]
+        return list(entries)
+    ((_, entries),) = reply
+    return list(entries)
 
 
 def _dumps(value: Any) -> str:
@@ -194,13 +210,6 @@ class RedisStore:
 
     # -- knowledge facts ------------------------------------------------------------------
 
-    async def _put_ordered(self, kind: str, item_id: str, value: dict[str, Any]) -> None:
-        await self._run(
-            "put_ordered",
-            [self._key(kind + "s"), self._key("clock"), self._key(kind, item_id)],
-            [item_id, _dumps(value)],
-        )
-
     async def _list_ordered(self, kind: str, newest_first: bool) -> list[dict[str, Any]]:
         order = self._key(kind + "s")
         ids = await (
@@ -216,8 +225,23 @@ class RedisStore:
     async def put_fact(self, text: str, metadata: dict[str, Any] | None = None) -> Fact:
         created_at, _ = now()
         fact = Fact(new_id(), text, dict(metadata or {}), created_at)
-        await self._put_ordered("fact", fact.id, fact.to_json())
+        await self._put_fact_record(fact.to_json())
         return fact
+
+    async def _put_fact_record(self, record: dict[str, Any]) -> None:
+        await self._run(
+            "put_fact",
+            [
+                self._key("facts"),
+                self._key("clock"),
+                self._key("fact", record["id"]),
+                *self._log_keys(),
+            ],
+            [record["id"], _dumps(record), FACT_LOG_RETAINED],
+        )
+
+    def _log_keys(self) -> list[str]:
+        return [self._key("factlog"), self._key("factlog", "seq")]
 
     async def get_fact(self, fact_id: str) -> Fact:
         raw = await self.client.get(self._key("fact", fact_id))
@@ -227,12 +251,74 @@ class RedisStore:
 
     async def delete_fact(self, fact_id: str) -> None:
         if not await self._run(
-            "delete_ordered", [self._key("facts"), self._key("fact", fact_id)], [fact_id]
+            "delete_fact",
+            [
+                self._key("facts"),
+                self._key("fact", fact_id),
+                *self._log_keys(),
+                self._key("vectors"),
+            ],
+            [fact_id, FACT_LOG_RETAINED, self._key("vectors", "")],
         ):
             raise fact_not_found(fact_id)
 
     async def list_facts(self) -> list[Fact]:
         return [Fact(**data) for data in await self._list_ordered("fact", newest_first=False)]
+
+    async def get_facts(self, fact_ids: Sequence[str]) -> dict[str, Fact]:
+        if not fact_ids:
+            return {}
+        values = await self.client.mget([self._key("fact", fact_id) for fact_id in fact_ids])
+        facts = (Fact(**json.loads(value)) for value in values if value is not None)
+        return {fact.id: fact for fact in facts}
+
+    async def fact_log_position(self) -> int:
+        return int(await self.client.get(self._key("factlog", "seq")) or 0)
+
+    async def read_fact_log(self, after: int, max_count: int = 1000) -> list[FactChange] | None:
+        log = self._key("factlog")
+        reply = await self.client.xread(
+            {log: f"{after}-0"}, count=max_count, block=int(FACT_LOG_WAIT_S * 1000)
+        )
+        entries = _stream_entries(reply)
+        if not entries:
+            # Nothing new, unless the log was reset under us (a flushed or new Redis).
+            return None if await self.fact_log_position() < after else []
+        changes = [
+            FactChange(int(entry_id.partition("-")[0]), fields["op"], fields["id"])
+            for entry_id, fields in entries
+        ]
+        if changes[0].seq != after + 1:
+            return None  # trimmed: the changes right after ``after`` are gone
+        return changes
+
+    async def put_fact_vectors(self, model: str, vectors: Mapping[str, bytes]) -> list[str]:
+        if not vectors:
+            return []
+        args: list[Any] = [model, FACT_LOG_RETAINED, self._key("fact", "")]
+        for fact_id, vector in vectors.items():
+            args += [fact_id, base64.b64encode(vector).decode("ascii")]
+        return list(
+            await self._run(
+                "put_fact_vectors",
+                [self._key("vectors", model), self._key("vectors"), *self._log_keys()],
+                args,
+            )
+        )
+
+    async def get_fact_vectors(self, model: str, fact_ids: Sequence[str]) -> dict[str, bytes]:
+        if not fact_ids:
+            return {}
+        values = await self.client.hmget(self._key("vectors", model), list(fact_ids))
+        return {
+            fact_id: base64.b64decode(value)
+            for fact_id, value in zip(fact_ids, values, strict=True)
+            if value is not None
+        }
+
+    async def list_fact_vectors(self, model: str) -> dict[str, bytes]:
+        stored = await self.client.hgetall(self._key("vectors", model))
+        return {fact_id: base64.b64decode(value) for fact_id, value in stored.items()}
 
     # -- long-running operations ----------------------------------------------------------
 
@@ -500,6 +586,11 @@ class RedisStore:
                 await emit({"kind": "message", "chat_id": chat_id, **json.loads(raw)})
         for fact in await self._list_ordered("fact", newest_first=False):
             await emit({"kind": "fact", **fact})
+        for model in sorted(await self.client.smembers(self._key("vectors"))):
+            stored = list((await self.client.hgetall(self._key("vectors", model))).items())
+            for start in range(0, len(stored), _VECTORS_PER_RECORD):
+                chunk = dict(stored[start : start + _VECTORS_PER_RECORD])
+                await emit({"kind": "fact_vectors", "model": model, "vectors": chunk})
         for operation in reversed(await self._list_ordered("operation", newest_first=True)):
             await emit({"kind": "operation", "operation": operation})
         async for key in self.client.scan_iter(match=self._key("checkpoint", "*")):
@@ -535,7 +626,10 @@ class RedisStore:
                 fact = Fact(
                     record["id"], record["text"], record.get("metadata") or {}, record["created_at"]
                 )
-                await self._put_ordered("fact", fact.id, fact.to_json())
+                await self._put_fact_record(fact.to_json())
+            elif kind == "fact_vectors":
+                vectors = {i: base64.b64decode(v) for i, v in record["vectors"].items()}
+                await self.put_fact_vectors(record["model"], vectors)
             elif kind == "operation":
                 await self.put_operation(record["operation"])
             elif kind == "checkpoint":

@@ -165,6 +165,76 @@ async def test_facts_round_trip(store: Store) -> None:
         assert caught.value.code == "fact_not_found"
 
 
+async def test_get_facts_reads_those_that_exist(store: Store) -> None:
+    one, two = await store.put_fact("one"), await store.put_fact("two")
+    await store.delete_fact(two.id)
+    assert await store.get_facts([two.id, one.id, "nope"]) == {one.id: one}
+    assert await store.get_facts([]) == {}
+
+
+async def test_fact_log_numbers_every_change_in_order(store: Store) -> None:
+    start = await store.fact_log_position()
+    one = await store.put_fact("one")
+    two = await store.put_fact("two")
+    await store.delete_fact(one.id)
+    assert await store.put_fact_vectors("m", {two.id: b"v2", one.id: b"gone"}) == [two.id]
+    changes = await store.read_fact_log(start)
+    assert changes is not None
+    assert [(c.seq - start, c.op, c.id) for c in changes] == [
+        (1, "add", one.id),
+        (2, "add", two.id),
+        (3, "delete", one.id),
+        (4, "vectors", two.id),
+    ]
+    assert await store.fact_log_position() == start + 4
+    later = await store.read_fact_log(start + 2, max_count=1)
+    assert later is not None
+    assert [c.id for c in later] == [one.id]
+
+
+async def test_fact_log_read_waits_for_the_next_change(store: Store) -> None:
+    position = await store.fact_log_position()
+    seen: list = []
+
+    async def reader() -> None:
+        seen.extend(await store.read_fact_log(position) or [])
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(reader)
+        await trio.sleep(0.05)
+        assert seen == []
+        fact = await store.put_fact("late")
+    assert [(c.op, c.id) for c in seen] == [("add", fact.id)]
+
+
+async def test_fact_log_read_with_nothing_new_returns_empty(store: Store) -> None:
+    position = await store.fact_log_position()
+    with trio.fail_after(5):
+        assert await store.read_fact_log(position) == []
+
+
+async def test_fact_log_from_beyond_its_end_says_rebuild(store: Store) -> None:
+    await store.put_fact("one")
+    position = await store.fact_log_position()
+    with trio.fail_after(5):
+        assert await store.read_fact_log(position + 1000) is None
+
+
+async def test_fact_vectors_are_kept_per_model_and_go_with_their_fact(store: Store) -> None:
+    one, two = await store.put_fact("one"), await store.put_fact("two")
+    stored = await store.put_fact_vectors("a", {one.id: b"\x00a1", two.id: b"a2"})
+    assert stored == [one.id, two.id]
+    await store.put_fact_vectors("b", {one.id: b"b1"})
+    await store.put_fact_vectors("a", {one.id: b"a1-new"})
+    assert await store.get_fact_vectors("a", [one.id, "nope"]) == {one.id: b"a1-new"}
+    assert await store.list_fact_vectors("b") == {one.id: b"b1"}
+    await store.delete_fact(one.id)
+    assert await store.list_fact_vectors("a") == {two.id: b"a2"}
+    assert await store.list_fact_vectors("b") == {}
+    assert await store.list_fact_vectors("never") == {}
+    assert await store.put_fact_vectors("a", {}) == []
+
+
 # -- operations and checkpoints -------------------------------------------------------------
 
 
@@ -491,7 +561,8 @@ async def test_export_then_import_reproduces_everything(store: Store, tmp_path) 
     newer = await store.create_chat("newer")
     await store.append_message(older.id, "user", "hello")
     await store.append_message(older.id, "assistant", "hi", status="failed")
-    await store.put_fact("fact", {"k": "v"})
+    fact = await store.put_fact("fact", {"k": "v"})
+    await store.put_fact_vectors("m", {fact.id: b"\x00\x01vector"})
     await store.put_operation({"id": "op", "status": "running"})
     await store.put_checkpoint("op", {"cursor": 3})
     await store.register_agent("idle")
@@ -507,6 +578,7 @@ async def test_export_then_import_reproduces_everything(store: Store, tmp_path) 
         "chat",
         "message",
         "fact",
+        "fact_vectors",
         "operation",
         "checkpoint",
         "agent",
@@ -519,6 +591,7 @@ async def test_export_then_import_reproduces_everything(store: Store, tmp_path) 
         assert await target.get_chat(older.id) == await store.get_chat(older.id)
         assert await target.get_messages(older.id) == await store.get_messages(older.id)
         assert await target.list_facts() == await store.list_facts()
+        assert await target.list_fact_vectors("m") == {fact.id: b"\x00\x01vector"}
         assert await target.list_operations() == await store.list_operations()
         assert await target.get_checkpoint("op") == {"cursor": 3}
         assert await target.list_agents() == ["busy", "idle"]

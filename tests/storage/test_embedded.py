@@ -11,6 +11,7 @@ import trio
 
 from autobot import StorageUnavailable
 from autobot.storage import Priority, open_embedded_store
+from autobot.storage._fact_log import MemoryFactLog
 from tests.support.polling import eventually
 from tests.support.process import ROOT
 
@@ -196,3 +197,13 @@ async def test_failed_writes_are_refused_whole_and_the_journal_recovers(
     assert not set(failed) & set(stored)
     assert len(set(stored)) == len(stored)
     assert next(directory.glob("journal-*.jsonl")).stat().st_size > 20_000
+
+
+async def test_the_memory_fact_log_keeps_the_latest_changes() -> None:
+    log = MemoryFactLog(retained=3)
+    log.append("add", [f"f{n}" for n in range(7)])
+    assert log.position == 7
+    assert await log.read(0, 10) is None  # the first changes are gone
+    kept = await log.read(4, 10)
+    assert kept is not None and [c.id for c in kept] == ["f4", "f5", "f6"]
+    assert await log.read(8, 10) is None

@@ -100,3 +100,18 @@ async def test_calls_fail_fast_while_redis_is_down_and_recover(tmp_path, set_dea
                 assert [c.title for c in await store.list_chats()] == ["after"]
     finally:
         processes.stop_all()
+
+
+async def test_a_reader_behind_the_trimmed_fact_log_is_told_to_rebuild(shared_redis) -> None:
+    shared_redis.command("FLUSHALL")
+    async with open_redis(shared_redis.url, decode_responses=True) as client:
+        async with open_redis_store(client) as store:
+            start = await store.fact_log_position()
+            for n in range(3):
+                await store.put_fact(f"fact {n}")
+            await client.xtrim(store.prefix + "factlog", maxlen=1, approximate=False)
+            assert await store.read_fact_log(start) is None
+            kept = await store.read_fact_log(start + 2)
+            assert kept is not None and [c.seq for c in kept] == [start + 3]
+            shared_redis.command("FLUSHALL")  # a reset log: its positions start over
+            assert await store.read_fact_log(start + 3) is None
