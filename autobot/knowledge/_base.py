@@ -4,21 +4,25 @@ The facts live in the :class:`~autobot.storage.Store` (either backend); the
 index is this process's copy for searching, in a directory of its own
 (:mod:`._index_dir`), and may lag or be rebuilt without losing anything.
 
-**Keeping in step.** Every add and delete in this process updates the index
-before it returns, and publishes ``{"op": "add"|"delete", "ids", "origin"}``
-on the store's ``knowledge`` channel; the supervised ``knowledge`` service
-(:meth:`KnowledgeBase.run`) applies other processes' events, reading an added
-fact's text from the store (an add whose fact is gone by then is skipped).
-Whatever the index says, a search reads every hit from the store and drops
-the ones that no longer exist, so a fact deleted anywhere is never returned.
+**Keeping in step.** The store logs every change to its facts
+(:mod:`autobot.storage._fact_log`), whoever made it: this process's adds and
+deletes, another process's, an operation writing facts straight to the store.
+The supervised ``knowledge`` service (:meth:`KnowledgeBase.run`) notes the
+log's position, builds the index from the stored facts, and then applies the
+log from that position on, reading an added fact's text from the store (an
+add whose fact is gone by then is skipped: its delete follows). This
+process's own adds and deletes also update the index before they return, so
+they are searchable here at once; the service skips them when they come by in
+the log. Whatever the index says, a search reads every hit from the store and
+drops the ones that no longer exist, so a fact deleted anywhere is never
+returned.
 
-**Rebuilding.** Each run of the service subscribes to the channel, then builds
-the index from the stored facts; changes that arrive meanwhile (events, and
-this process's own adds and deletes) are queued and applied before the index
-is used. It is built again when it turns out unusable (a failed write or
-search, or its directory deleted or overwritten, which the service looks for
-every :data:`WATCH_S` seconds). A run that fails (the store or the
-subscription lost) is restarted by the supervisor and builds afresh.
+**Rebuilding.** The index is built again when the log no longer holds the
+changes after the position it reached (it fell behind, or Redis was reset),
+or when it turns out unusable (a failed write or search, or its directory
+deleted or overwritten, which the service looks for every :data:`WATCH_S`
+seconds). A run that fails (the store lost) is restarted by the supervisor
+and builds afresh.
 
 **While not ready**, a search scans the stored facts (:mod:`._scan`) and the
 ``knowledge`` health check fails (``degraded``) saying why.
@@ -39,24 +43,24 @@ from .._errors import AutoBotError, ServiceUnavailable, ValidationFailed
 from .._health import WatchedCheck, describe_error
 from .._logging import log_fields
 from ..files import run_file_io
-from ..storage import Fact, Store
+from ..storage import Fact, FactChange, Store
 from ._index_dir import IndexDir, claim, new_suffix, release
 from ._keyword import KeywordIndex, KeywordIndexUnusable
 from ._limits import NewFact, check_batch, check_fact
 from ._scan import query_terms, scan
 
-__all__ = ["CHANNEL", "MAX_LIMIT", "WATCH_S", "KnowledgeBase", "SearchHit"]
+__all__ = ["MAX_LIMIT", "WATCH_S", "KnowledgeBase", "SearchHit"]
 
 log = logging.getLogger("autobot.knowledge")
 
-#: The store channel carrying adds and deletes between processes.
-CHANNEL = "knowledge"
 #: How often the service checks that its index directory is still intact.
 WATCH_S = 1.0
 #: The most results one search returns.
 MAX_LIMIT = 100
 # Stored facts written at once by a batch add.
 _BATCH_WRITERS = 16
+# Changes read from the fact log at once.
+_LOG_BATCH = 1000
 # Rounds of asking the index for more hits when some were deleted meanwhile.
 _REFILL_ROUNDS = 3
 
@@ -111,8 +115,8 @@ class KnowledgeBase:
         self.origin = new_suffix()
         self.index: KeywordIndex | None = None
         self.not_ready = "the knowledge service has not started"
-        # Changes made while the index is being built; None when nobody builds one.
-        self._pending: list[tuple[str, str]] | None = None
+        # This process's changes already in the index, for the log reader to skip.
+        self._applied_here: set[tuple[str, str]] = set()
         self._rebuild = trio.Event()
         self.rebuilds = 0
         self.health_check = WatchedCheck(KnowledgeCheck(self), lambda: self.not_ready)
@@ -122,9 +126,9 @@ class KnowledgeBase:
     async def add(self, text: str, metadata: dict[str, Any] | None = None) -> Fact:
         """Store one fact; it is searchable here when this returns, elsewhere soon after.
 
-        ``ValidationFailed`` (with ``fields``) outside the limits. The write,
-        the index update and the event are shielded from cancellation (each
-        bounded by its own deadline), so a client that leaves midway does not
+        ``ValidationFailed`` (with ``fields``) outside the limits. The write
+        and the index update are shielded from cancellation (each bounded by
+        its own deadline), so a client that leaves midway does not
         leave a fact stored but unindexed.
         """
         new = NewFact(text, {} if metadata is None else metadata)
@@ -198,44 +202,27 @@ class KnowledgeBase:
             await self._changed(store, "delete", [Fact(fact_id, "")])
 
     async def _changed(self, store: Store, op: str, facts: list[Fact]) -> None:
-        """Bring this process's index up to date and tell the others."""
-        if not facts:
-            return
+        """Bring this process's index up to date (the store has logged the change)."""
         index = self.index
-        if index is not None:
-            try:
-                if op == "add":
-                    await index.add_many([(fact.id, fact.text) for fact in facts])
-                else:
-                    for fact in facts:
-                        await index.delete(fact.id)
-            except AutoBotError as error:
-                # The fact is stored: searches scan the store until the index is rebuilt.
-                self._unusable(index, error, [(op, fact.id) for fact in facts])
-        elif self._pending is not None:
-            self._pending.extend((op, fact.id) for fact in facts)
+        if index is None or not facts:
+            return  # the service applies it from the log once the index is built
+        # Marked first: the log reader may meet the change while the index is being written.
+        self._applied_here.update((op, fact.id) for fact in facts)
         try:
-            await store.publish(
-                CHANNEL, {"op": op, "ids": [fact.id for fact in facts], "origin": self.origin}
-            )
+            if op == "add":
+                await index.add_many([(fact.id, fact.text) for fact in facts])
+            else:
+                await index.change([], [fact.id for fact in facts])
         except AutoBotError as error:
-            # Stored all the same; other processes catch up when their service restarts.
-            log.warning(
-                "knowledge change not published",
-                extra=log_fields(op=op, error=describe_error(error)),
-            )
+            # The fact is stored: searches scan the store until the index is rebuilt.
+            self._unusable(index, describe_error(error))
 
-    def _unusable(
-        self, index: KeywordIndex, error: BaseException, changes: list[tuple[str, str]]
-    ) -> None:
+    def _unusable(self, index: KeywordIndex, reason: str) -> None:
         if self.index is not index:
             return  # an index already replaced: its errors do not matter
-        log.warning(
-            "keyword index unusable; rebuilding", extra=log_fields(error=describe_error(error))
-        )
+        log.warning("keyword index unusable; rebuilding", extra=log_fields(error=reason))
         self.index = None
-        self.not_ready = f"rebuilding: {describe_error(error)}"
-        self._pending = list(changes)
+        self.not_ready = f"rebuilding: {reason}"
         self._rebuild.set()
 
     # -- search ------------------------------------------------------------------------
@@ -262,7 +249,7 @@ class KnowledgeBase:
                 try:
                     return await self._from_index(store, index, query, limit)
                 except KeywordIndexUnusable as error:
-                    self._unusable(index, error, [])
+                    self._unusable(index, describe_error(error))
             return [
                 _hit(fact, score)
                 for fact, score in await scan(await store.list_facts(), query, limit)
@@ -274,38 +261,28 @@ class KnowledgeBase:
         wanted = limit
         for _ in range(_REFILL_ROUNDS):
             found = await index.search(query, wanted)
-            hits = []
-            for fact_id, score in found:
-                try:
-                    hits.append(_hit(await store.get_fact(fact_id), score))
-                except AutoBotError as error:
-                    if error.code != "fact_not_found":
-                        raise
-                if len(hits) == limit:
-                    return hits
-            if len(found) < wanted:
-                return hits  # the index has no more
+            facts = await store.get_facts([fact_id for fact_id, _ in found])
+            hits = [_hit(facts[i], score) for i, score in found if i in facts][:limit]
+            if len(hits) == limit or len(found) < wanted:
+                return hits  # enough, or the index has no more
             wanted *= 4
         return hits
 
     # -- the service ---------------------------------------------------------------------
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
-        """Build the index, follow other processes' changes, rebuild when needed; until cancelled.
+        """Build the index, follow the fact log, rebuild when needed; until cancelled.
 
         Reports ready at once: the index is built in the background.
         """
         store = self._store_of()
         claimed: IndexDir = await run_file_io(claim, self._root, self.origin)
         try:
-            async with store.subscribe(CHANNEL) as events, trio.open_nursery() as nursery:
-                task_status.started()
-                nursery.start_soon(self._follow, store, events)
-                while True:
-                    await self._build(store, claimed.directory)
-                    await self._watch()
+            task_status.started()
+            while True:
+                await self._serve_one_index(store, claimed.directory)
         finally:
-            self.index, self._pending = None, None
+            self.index = None
             self.not_ready = "the knowledge service is restarting"
             with trio.CancelScope(shield=True):
                 try:
@@ -316,22 +293,31 @@ class KnowledgeBase:
                         extra=log_fields(error=describe_error(error)),
                     )
 
-    async def _build(self, store: Store, directory: Path) -> None:
+    async def _serve_one_index(self, store: Store, directory: Path) -> None:
+        """Build an index from the facts and keep it in step; return when it must be rebuilt."""
         self.index = None
-        if self._pending is None:
-            self._pending = []
+        self._applied_here.clear()
         self._rebuild = trio.Event()
         if not self.not_ready.startswith("rebuilding"):
             self.not_ready = "being built from the stored facts"
+        position = await store.fact_log_position()
         facts = await store.list_facts()
         index = await KeywordIndex.rebuild(directory, [(fact.id, fact.text) for fact in facts])
-        while self._pending:
-            changes, self._pending = self._pending, []
+        # Catch up on what changed during the build before anyone searches this index.
+        while (changes := await store.read_fact_log(position, _LOG_BATCH)) is not None and changes:
             await self._apply(store, index, changes)
-        self.index, self._pending = index, None
+            position = changes[-1].seq
+        if changes is None:
+            self.not_ready = "rebuilding: the fact log moved on during the build"
+            return
+        self.index = index
         self.rebuilds += 1
         self.not_ready = ""
         log.info("keyword index ready", extra=log_fields(facts=len(facts)))
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(self._follow, store, index, position)
+            await self._watch()
+            nursery.cancel_scope.cancel()
 
     async def _watch(self) -> None:
         """Return when the index must be rebuilt."""
@@ -345,49 +331,37 @@ class KnowledgeBase:
             try:
                 await index.verify()
             except KeywordIndexUnusable as error:
-                self._unusable(index, error, [])
+                self._unusable(index, describe_error(error))
                 return
 
-    async def _follow(self, store: Store, events: Any) -> None:
-        async for event in events:
-            op, ids = event.get("op"), event.get("ids")
-            if (
-                op not in ("add", "delete")
-                or not isinstance(ids, list)
-                or not all(isinstance(fact_id, str) for fact_id in ids)
-            ):
-                log.warning(
-                    "malformed knowledge event dropped", extra=log_fields(event=str(event)[:200])
-                )
+    async def _follow(self, store: Store, index: KeywordIndex, position: int) -> None:
+        """Apply the fact log to ``index`` from ``position`` on, until cancelled."""
+        while True:
+            changes = await store.read_fact_log(position, _LOG_BATCH)
+            if changes is None:
+                self._unusable(index, "this process fell behind the fact log")
+                return
+            if not changes:
                 continue
-            if event.get("origin") == self.origin:
-                continue
-            changes = [(op, fact_id) for fact_id in ids]
-            index = self.index
-            if index is None:
-                if self._pending is not None:
-                    self._pending.extend(changes)
-                continue
+            fresh = []
+            for change in changes:
+                key = (change.op, change.id)
+                if key in self._applied_here:
+                    self._applied_here.discard(key)
+                else:
+                    fresh.append(change)
             try:
-                await self._apply(store, index, changes)
+                await self._apply(store, index, fresh)
             except KeywordIndexUnusable as error:
-                self._unusable(index, error, changes)
+                self._unusable(index, describe_error(error))
+                return
+            position = changes[-1].seq
 
-    async def _apply(
-        self, store: Store, index: KeywordIndex, changes: list[tuple[str, str]]
-    ) -> None:
-        """Apply changes to ``index``; an added fact's text is read from the store."""
-        deleted = {fact_id for op, fact_id in changes if op == "delete"}
-        for fact_id in deleted:
-            await index.delete(fact_id)
-        adds = []
-        for fact_id in dict.fromkeys(i for op, i in changes if op == "add" and i not in deleted):
-            try:
-                fact = await store.get_fact(fact_id)
-            except AutoBotError as error:
-                if error.code != "fact_not_found":
-                    raise
-                continue  # deleted since: its delete comes, or came, on its own
-            adds.append((fact.id, fact.text))
-        if adds:
-            await index.add_many(adds)
+    async def _apply(self, store: Store, index: KeywordIndex, changes: list[FactChange]) -> None:
+        """Apply log changes to ``index``; an added fact's text is read from the store."""
+        deleted = {change.id for change in changes if change.op == "delete"}
+        added = [c.id for c in changes if c.op == "add" and c.id not in deleted]
+        facts = await store.get_facts(list(dict.fromkeys(added))) if added else {}
+        # An add whose fact is gone is skipped: it was deleted since, and that delete is logged.
+        if deleted or facts:
+            await index.change([(fact.id, fact.text) for fact in facts.values()], sorted(deleted))

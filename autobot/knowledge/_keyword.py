@@ -238,6 +238,10 @@ class KeywordIndex:
         """Remove one fact; no search started after this returns finds it."""
         await _write(self._engine.write, (), [fact_id])
 
+    async def change(self, adds: list[tuple[str, str]], deletes: list[str]) -> None:
+        """Delete ``deletes``, then index ``adds``, in one commit."""
+        await _write(self._engine.write, adds, deletes)
+
     async def search(self, query: str, limit: int) -> list[tuple[str, float]]:
         """``(fact_id, score)`` for the facts that best match any word of ``query``, best first.
 

@@ -1,6 +1,7 @@
 """Storage and messaging: one interface, an embedded backend and a Redis backend."""
 
 from ._embedded import EmbeddedStore, open_embedded_store
+from ._fact_log import FactChange
 from ._interface import Store
 from ._models import (
     Chat,
@@ -20,6 +21,7 @@ __all__ = [
     "Chat",
     "EmbeddedStore",
     "Fact",
+    "FactChange",
     "InboxMessage",
     "Message",
     "Priority",

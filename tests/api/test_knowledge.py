@@ -181,7 +181,10 @@ async def test_the_index_is_rebuilt_after_damage(settings: Settings, damage: str
         assert index is not None
         directory = index.directory
         if damage == "deleted":
-            shutil.rmtree(directory)
+            # Moved away first: the index's writer may still be tidying its files.
+            gone = directory.with_name(directory.name + "-gone")
+            directory.rename(gone)
+            shutil.rmtree(gone, ignore_errors=True)
         else:
             for path in directory.iterdir():
                 path.write_bytes(b"\x00garbage")
