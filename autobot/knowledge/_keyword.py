@@ -19,6 +19,7 @@ stored facts with :meth:`KeywordIndex.rebuild`.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import re
 import shutil
@@ -141,7 +142,8 @@ class _Engine:
                 self.writer.commit()
                 self.index.reload()
             except ValueError as error:
-                self.writer.rollback()
+                with contextlib.suppress(ValueError):  # a directory gone cannot roll back either
+                    self.writer.rollback()
                 message = f"the keyword index cannot be written: {error}"
                 raise KeywordIndexUnusable(message) from None
 

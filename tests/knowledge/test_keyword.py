@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import pytest
@@ -116,3 +117,10 @@ async def test_rebuild_replaces_an_unusable_index(tmp_path: Path) -> None:
     assert sorted(p.name for p in tmp_path.iterdir()) == ["kw"]
     reopened_later = await KeywordIndex.rebuild(tmp_path / "kw", [("x", "a windmill")])
     assert [i for i, _ in await reopened_later.search("windmills", 10)] == ["x"]
+
+
+async def test_a_write_into_a_deleted_directory_says_unusable(tmp_path: Path) -> None:
+    index = await KeywordIndex.rebuild(tmp_path / "kw", [("a", "first fact")])
+    shutil.rmtree(tmp_path / "kw")
+    with pytest.raises(KeywordIndexUnusable, match="cannot be written"):
+        await index.change([("b", "second fact")], ["a"])
