@@ -1,4 +1,4 @@
-"""Knowledge base routes: add (one or a batch), read and delete facts, search them.
+"""Knowledge base routes: add (one or a batch), read and delete facts, search them, crawl.
 
 The models here check the shapes; the limits (text length, metadata size,
 batch size) are checked by :class:`~autobot.knowledge.KnowledgeBase` itself,
@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StrictStr, field_validator
+from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr, field_validator
 from quart import Blueprint, Response
 from quart_schema import validate_querystring, validate_request
 from quart_trio.wrappers import TrioResponse
@@ -17,6 +17,9 @@ from quart_trio.wrappers import TrioResponse
 from .._errors import ValidationFailed
 from ..knowledge import MAX_BATCH, MAX_LIMIT, MAX_METADATA_BYTES, MAX_TEXT_CHARS, KnowledgeBase
 from ..knowledge import NewFact as NewFactValue
+from ..knowledge._url_guard import MAX_URL_CHARS, AddressPolicy, check_url
+from ..operations import OperationPriority
+from ..operations.builtin._kb_population import DEFAULT_MAX_PAGES, MAX_PAGES
 from ._context import services
 from ._query import QueryInt
 
@@ -118,3 +121,32 @@ async def search(query_args: SearchQuery) -> dict[str, Any]:
         )
     hits = await _base().search(query_args.q, query_args.limit)
     return {"mode": mode, "results": [hit.to_json() for hit in hits]}
+
+
+class CrawlRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    url: StrictStr = Field(max_length=MAX_URL_CHARS, description="an http or https URL")
+    max_pages: StrictInt = Field(default=DEFAULT_MAX_PAGES, ge=1, le=MAX_PAGES)
+    priority: Literal["high", "normal", "low"] = "normal"
+
+
+@knowledge.post("/api/knowledge/crawl")
+@validate_request(CrawlRequest)
+async def crawl(data: CrawlRequest) -> tuple[dict[str, Any], int]:
+    """Crawl the URL's site into facts: a ``kb_population`` operation, 202 with its id.
+
+    The URL's host is resolved and checked now (under ``kb.fetch``): one that
+    resolves to a loopback, private or link-local address answers 422
+    ``url_not_allowed`` unless ``AUTOBOT_CRAWL_ALLOW_PRIVATE=1``; the crawl
+    checks every page and redirect again.
+    """
+    app_services = services()
+    policy = AddressPolicy(allow_private=app_services.settings.crawl_allow_private)
+    await check_url(data.url, policy)
+    record = await app_services.operations.submit(
+        "kb_population",
+        {"url": data.url, "max_pages": data.max_pages},
+        priority=OperationPriority(data.priority),
+    )
+    return {"operation_id": record["id"], "operation": record}, 202
