@@ -14,7 +14,15 @@ from quart_trio.wrappers import TrioResponse
 
 from .._errors import AutoBotError, BadRequest, LLMFailure, echo
 from .._logging import log_fields
-from ..chat import MAX_CONTENT_CHARS, Answer, ChatDeleted, ChatService
+from ..chat import (
+    MAX_CONTENT_CHARS,
+    Answer,
+    ChatDeleted,
+    ChatService,
+    Grounding,
+    validate_knowledge,
+)
+from ..knowledge import MAX_LIMIT
 from ..storage import Chat, Message
 from ._context import services
 from ._event_stream import event_stream_response
@@ -46,6 +54,7 @@ class NewMessage(BaseModel):
     content: str = Field(min_length=1, max_length=MAX_CONTENT_CHARS)
     stream: StrictBool = False
     model: str | None = Field(default=None, min_length=1, max_length=200)
+    knowledge: StrictBool = False
 
     _content_not_blank = field_validator("content")(_not_blank)
 
@@ -62,12 +71,22 @@ class ChatIdQuery(BaseModel):
 class LegacyMessage(BaseModel):
     message: str = Field(min_length=1, max_length=MAX_CONTENT_CHARS)
     chat_id: str | None = None
+    knowledge: StrictBool = False
 
     _message_not_blank = field_validator("message")(_not_blank)
 
 
 def _chat_service() -> ChatService:
     return services().chat
+
+
+def _grounding(knowledge: bool) -> Grounding | None:
+    """Where an answer asked for with ``"knowledge": true`` finds its facts; else None."""
+    if not knowledge:
+        return None
+    app_services = services()
+    limit = min(app_services.settings.kb_context_facts, MAX_LIMIT)
+    return Grounding(app_services.knowledge, limit)
 
 
 async def _chat_detail(chat_id: str) -> dict[str, Any]:
@@ -154,8 +173,12 @@ async def post_message(chat_id: str, data: NewMessage) -> Any:
     """Ask for an answer: JSON when the answer is complete, or a stream of events.
 
     Not bounded by ``http.request``: an answer takes as long as ``llm.*`` allow.
+    With ``"knowledge": true`` it is grounded in the knowledge base; the
+    message (in ``done``, or the JSON answer) carries ``sources``.
     """
-    answer = await _chat_service().start_answer(chat_id, data.content, data.model)
+    answer = await _chat_service().start_answer(
+        chat_id, data.content, data.model, _grounding(data.knowledge)
+    )
     if data.stream:
         return _stream_answer(answer)
     message = await answer.run()
@@ -190,7 +213,10 @@ async def _handle_client_message(
         raise BadRequest("a message must be a JSON object", code="invalid_message")
     kind = message.get("type")
     if kind == "message":
-        answer = await service.start_answer(chat_id, message.get("content"), message.get("model"))
+        knowledge = validate_knowledge(message.get("knowledge", False))
+        answer = await service.start_answer(
+            chat_id, message.get("content"), message.get("model"), _grounding(knowledge)
+        )
         nursery.start_soon(_run_answer, answer)
     elif kind == "cancel":
         await service.request_cancel(chat_id)
@@ -259,5 +285,7 @@ async def legacy_send_message(data: LegacyMessage) -> dict[str, Any]:
         chat_id = (await service.create_chat(data.message[:60])).id
     else:
         chat_id = data.chat_id
-    message: Message = await service.answer(chat_id, data.message)
+    message: Message = await service.answer(
+        chat_id, data.message, grounding=_grounding(data.knowledge)
+    )
     return {"message": message.to_json(), "chat_id": chat_id}

@@ -1,5 +1,6 @@
 """Chats and streamed answers: the workflow between the API, the store and the LLM."""
 
+from ._grounding import Context, FactSearch, Grounding, find_context
 from ._service import (
     MAX_CONTENT_CHARS,
     Answer,
@@ -8,6 +9,7 @@ from ._service import (
     chat_channel,
     control_channel,
     validate_content,
+    validate_knowledge,
     validate_model,
 )
 
@@ -16,8 +18,13 @@ __all__ = [
     "Answer",
     "ChatDeleted",
     "ChatService",
+    "Context",
+    "FactSearch",
+    "Grounding",
     "chat_channel",
     "control_channel",
+    "find_context",
     "validate_content",
+    "validate_knowledge",
     "validate_model",
 ]

@@ -6,11 +6,15 @@ One answer, step by step (:meth:`ChatService.start_answer`, then :meth:`Answer.r
    time runs per chat across every process sharing the store; a second gets
    :class:`Conflict` ``answer_in_progress``.
 2. The user message is stored before the LLM is asked.
-3. The answer streams from the LLM. Every delta is published on the chat's
+3. With ``"knowledge": true``, the best facts for the message are found (within
+   ``kb.answer_context``) and given to the model as a system message right
+   before it (:mod:`._grounding`); the answer will carry their ``sources``, or
+   ``sources: []`` and a ``knowledge_error`` when the search failed.
+4. The answer streams from the LLM. Every delta is published on the chat's
    channel (``chat:<id>``), which every listener of the chat receives: WebSocket
    clients in this process and in others. The caller that asked may also take
    the deltas directly (``on_event``), as the HTTP stream does.
-4. The assistant message is stored with what arrived: ``complete``;
+5. The assistant message is stored with what arrived: ``complete``;
    ``cancelled`` when the caller went away or someone sent ``cancel``; ``failed``
    when the provider failed or a deadline expired. A final event (``done``,
    ``cancelled`` or ``error``) closes the stream for every listener.
@@ -40,6 +44,7 @@ from .._errors import (
 from .._logging import log_fields
 from ..llm import LLM, PromptTemplates
 from ..storage import Chat, Message, Store, chat_not_found, new_id
+from ._grounding import Context, Grounding, find_context, grounded_prompt
 
 __all__ = [
     "MAX_CONTENT_CHARS",
@@ -51,6 +56,7 @@ __all__ = [
     "check_chat_id",
     "control_channel",
     "validate_content",
+    "validate_knowledge",
     "validate_model",
 ]
 
@@ -138,6 +144,13 @@ def validate_model(model: Any) -> str | None:
     return model
 
 
+def validate_knowledge(knowledge: Any) -> bool:
+    """``knowledge`` of a message: strictly ``true`` or ``false`` (absent: pass ``False``)."""
+    if not isinstance(knowledge, bool):
+        raise _invalid("knowledge", "must be true or false")
+    return knowledge
+
+
 def check_chat_id(chat_id: str) -> str:
     """``chat_id`` if it could name a chat; ``chat_not_found`` (echo capped) if not."""
     if len(chat_id) > MAX_ID_CHARS:
@@ -156,6 +169,7 @@ class Answer:
         user_message: Message,
         prompt: list[dict[str, str]],
         model: str | None,
+        grounding: Grounding | None = None,
     ) -> None:
         self._service = service
         self.chat_id = chat_id
@@ -167,6 +181,9 @@ class Answer:
         self._parts: list[str] = []
         self._stats: Mapping[str, Any] = {}
         self._chat_deleted = False
+        self._grounding = grounding
+        # What the knowledge search gave; stays None while it runs (or if it never did).
+        self._context: Context | None = None
 
     @property
     def text(self) -> str:
@@ -183,6 +200,10 @@ class Answer:
         mid-answer, the answer stops at once (the LLM request closed), nothing is
         stored, every listener gets one ``error`` event ``chat_deleted``, and this
         raises :class:`ChatDeleted` (409 ``chat_deleted``).
+
+        A grounded answer (see :mod:`._grounding`) first finds its facts, inside
+        this answer's cancellation: a ``cancel`` or a client leaving stops the
+        search too, and the answer is stored with ``sources: []``.
         """
         failure: AutoBotError | None = None
         status = "cancelled"
@@ -191,6 +212,8 @@ class Answer:
                 nursery.start_soon(self._keep_lease)
                 await nursery.start(self._watch_for_cancel, nursery.cancel_scope)
                 try:
+                    if self._grounding is not None:
+                        await self._ground(self._grounding)
                     await self._stream(on_event)
                     status = "complete"
                 except LLMFailure as error:
@@ -204,6 +227,21 @@ class Answer:
         if failure is not None:
             raise failure
         return message
+
+    async def _ground(self, grounding: Grounding) -> None:
+        self._context = await find_context(grounding, self.user_message.content)
+        self._prompt = grounded_prompt(self._prompt, self._context)
+
+    def _knowledge_fields(self) -> dict[str, Any]:
+        """The stored answer's ``sources`` (and ``knowledge_error``), if it was grounded."""
+        if self._grounding is None:
+            return {}
+        if self._context is None:
+            return {"sources": []}
+        fields: dict[str, Any] = {"sources": self._context.sources}
+        if self._context.error is not None:
+            fields["knowledge_error"] = self._context.error
+        return fields
 
     async def _stream(self, on_event: EventSink | None) -> None:
         async with self._service.llm.stream(self._prompt, self._model) as deltas:
@@ -223,7 +261,9 @@ class Answer:
         message: Message | None = None
         try:
             if not self._chat_deleted:
-                message = await store.append_message(self.chat_id, "assistant", self.text, status)
+                message = await store.append_message(
+                    self.chat_id, "assistant", self.text, status, **self._knowledge_fields()
+                )
         except NotFound:
             self._chat_deleted = True  # deleted as the answer ended
         finally:
@@ -377,8 +417,17 @@ class ChatService:
         )
         return prompt
 
-    async def start_answer(self, chat_id: str, content: str, model: str | None = None) -> Answer:
+    async def start_answer(
+        self,
+        chat_id: str,
+        content: str,
+        model: str | None = None,
+        grounding: Grounding | None = None,
+    ) -> Answer:
         """Claim the chat and store the user message; the caller then runs the answer.
+
+        With ``grounding``, the answer is grounded in the knowledge base: its
+        facts are looked up when it runs (see :meth:`Answer.run`).
 
         Raises ``NotFound`` (``chat_not_found``), ``ValidationFailed`` for bad
         content, ``Conflict`` (``answer_in_progress``) while another answer runs.
@@ -398,7 +447,7 @@ class ChatService:
             with trio.CancelScope(shield=True):
                 await self.store.release_lease(answer_lease(chat_id), answer_id)
             raise
-        return Answer(self, chat_id, answer_id, user_message, prompt, model)
+        return Answer(self, chat_id, answer_id, user_message, prompt, model, grounding)
 
     async def answer(
         self,
@@ -406,9 +455,10 @@ class ChatService:
         content: str,
         model: str | None = None,
         on_event: EventSink | None = None,
+        grounding: Grounding | None = None,
     ) -> Message:
         """:meth:`start_answer` and :meth:`Answer.run` in one call."""
-        answer = await self.start_answer(chat_id, content, model)
+        answer = await self.start_answer(chat_id, content, model, grounding)
         return await answer.run(on_event)
 
     async def request_cancel(self, chat_id: str) -> None:

@@ -150,11 +150,18 @@ class EmbeddedStore:
             raise chat_not_found(chat_id)
 
     async def append_message(
-        self, chat_id: str, role: str, content: str, status: str = "complete"
+        self,
+        chat_id: str,
+        role: str,
+        content: str,
+        status: str = "complete",
+        *,
+        sources: list[dict[str, Any]] | None = None,
+        knowledge_error: dict[str, Any] | None = None,
     ) -> Message:
         self._entry(chat_id)
         created_at, _ = now()
-        message = Message(new_id(), role, content, created_at, status)
+        message = Message(new_id(), role, content, created_at, status, sources, knowledge_error)
         if not await self._commit_one({"kind": "message", "chat_id": chat_id, **message.to_json()}):
             raise chat_not_found(chat_id)  # deleted while the append was being written
         return message

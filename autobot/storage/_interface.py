@@ -67,12 +67,21 @@ class Store(Protocol):
         ...
 
     async def append_message(
-        self, chat_id: str, role: str, content: str, status: str = "complete"
+        self,
+        chat_id: str,
+        role: str,
+        content: str,
+        status: str = "complete",
+        *,
+        sources: list[dict[str, Any]] | None = None,
+        knowledge_error: dict[str, Any] | None = None,
     ) -> Message:
         """Append one message as a whole; the chat becomes the newest.
 
         Concurrent appends to one chat are serialised: each lands whole, in
         some order, none lost. ``NotFound`` when the chat does not exist.
+        ``sources`` and ``knowledge_error`` are kept with the message (see
+        :class:`Message`).
         """
         ...
 

@@ -66,14 +66,35 @@ class Priority(enum.IntEnum):
 
 @dataclass(frozen=True, slots=True)
 class Message:
+    """One message of a chat.
+
+    ``sources`` and ``knowledge_error`` belong to answers asked for with
+    ``"knowledge": true`` only: the facts given to the model (``[{"id", "score"}]``,
+    in the order given), and why there were none when the search failed. Other
+    messages have ``None`` for both, and their JSON has neither key.
+    """
+
     id: str
     role: str  # "user" or "assistant"
     content: str
     created_at: str
     status: str = "complete"  # assistant answers: "complete", "cancelled" or "failed"
+    sources: list[dict[str, Any]] | None = None
+    knowledge_error: dict[str, Any] | None = None
 
     def to_json(self) -> dict[str, Any]:
-        return asdict(self)
+        data: dict[str, Any] = {
+            "id": self.id,
+            "role": self.role,
+            "content": self.content,
+            "created_at": self.created_at,
+            "status": self.status,
+        }
+        if self.sources is not None:
+            data["sources"] = [dict(source) for source in self.sources]
+        if self.knowledge_error is not None:
+            data["knowledge_error"] = dict(self.knowledge_error)
+        return data
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> Message:
@@ -84,6 +105,8 @@ class Message:
             data["content"],
             data["created_at"],
             sys.intern(data.get("status", "complete")),
+            data.get("sources"),
+            data.get("knowledge_error"),
         )
 
 

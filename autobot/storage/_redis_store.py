@@ -188,10 +188,17 @@ class RedisStore:
         )
 
     async def append_message(
-        self, chat_id: str, role: str, content: str, status: str = "complete"
+        self,
+        chat_id: str,
+        role: str,
+        content: str,
+        status: str = "complete",
+        *,
+        sources: list[dict[str, Any]] | None = None,
+        knowledge_error: dict[str, Any] | None = None,
     ) -> Message:
         created_at, _ = now()
-        message = Message(new_id(), role, content, created_at, status)
+        message = Message(new_id(), role, content, created_at, status, sources, knowledge_error)
         if not await self._append_message_record(chat_id, message):
             raise chat_not_found(chat_id)
         return message
