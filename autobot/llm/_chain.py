@@ -99,6 +99,16 @@ class FallbackChain:
                 return
             raise _all_out(failures)
 
+    async def embed(self, texts: Sequence[str], model: str) -> list[list[float]]:
+        """Embeddings from the primary provider only; see :meth:`HTTPProvider.embed`.
+
+        No fallback here, on purpose: vectors from two models (or two servers'
+        builds of one) live in different spaces, and an index mixing them
+        ranks nonsense without any error. A primary that is out fails the
+        call; the caller keeps the texts to embed later.
+        """
+        return await self.providers[0].embed(texts, model)
+
     async def list_models(self) -> list[str]:
         """The models of the first provider that answers."""
         return await self._first_available(lambda _, provider: provider.list_models())

@@ -1,4 +1,5 @@
-"""The Ollama provider: ``POST /api/chat`` (NDJSON stream), ``GET /api/tags``."""
+"""The Ollama provider: ``POST /api/chat`` (NDJSON stream), ``GET /api/tags``,
+``POST /api/embed``."""
 
 from __future__ import annotations
 
@@ -22,6 +23,7 @@ class OllamaProvider(HTTPProvider):
     kind = "ollama"
     chat_path = "api/chat"
     models_path = "api/tags"
+    embed_path = "api/embed"
 
     def chat_body(self, messages: list[dict[str, str]], model: str, *, stream: bool) -> Any:
         return {"model": model, "messages": messages, "stream": stream}
@@ -40,3 +42,14 @@ class OllamaProvider(HTTPProvider):
 
     def model_names(self, listing: Any) -> list[str]:
         return [str(model["name"]) for model in listing["models"]]
+
+    def embed_body(self, texts: list[str], model: str) -> Any:
+        return {"model": model, "input": texts}
+
+    def embedding_vectors(self, answer: Any) -> list[list[float]]:
+        if isinstance(answer, dict) and "error" in answer:
+            raise LLMError(f"{self.label} reported an error: {error_message(answer['error'])}")
+        vectors = answer["embeddings"]
+        if not isinstance(vectors, list):
+            raise TypeError("embeddings is not a list")
+        return vectors

@@ -1,4 +1,5 @@
-"""Any OpenAI-compatible server: ``POST /chat/completions`` (SSE stream), ``GET /models``.
+"""Any OpenAI-compatible server: ``POST /chat/completions`` (SSE stream), ``GET /models``,
+``POST /embeddings``.
 
 The base URL is the one the API paths hang off, ``https://api.openai.com/v1``
 or ``http://127.0.0.1:8080/v1`` for llama.cpp, vLLM, LM Studio and the like.
@@ -27,6 +28,7 @@ class OpenAIProvider(HTTPProvider):
     kind = "openai"
     chat_path = "chat/completions"
     models_path = "models"
+    embed_path = "embeddings"
 
     def chat_body(self, messages: list[dict[str, str]], model: str, *, stream: bool) -> Any:
         return {"model": model, "messages": messages, "stream": stream}
@@ -51,3 +53,17 @@ class OpenAIProvider(HTTPProvider):
 
     def model_names(self, listing: Any) -> list[str]:
         return [str(model["id"]) for model in listing["data"]]
+
+    def embed_body(self, texts: list[str], model: str) -> Any:
+        return {"model": model, "input": texts}
+
+    def embedding_vectors(self, answer: Any) -> list[list[float]]:
+        if isinstance(answer, dict) and answer.get("error") is not None:
+            raise LLMError(f"{self.label} reported an error: {error_message(answer['error'])}")
+        items = answer["data"]
+        # Each item says its input's index; servers need not keep the order.
+        indexes = [item["index"] for item in items]
+        if sorted(indexes) != list(range(len(items))):
+            raise ValueError("the embeddings' indexes are not 0 to n-1")
+        ordered = sorted(items, key=lambda item: item["index"])
+        return [item["embedding"] for item in ordered]

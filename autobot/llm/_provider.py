@@ -13,20 +13,32 @@ Every request to a provider runs the same way (see :meth:`HTTPProvider._exchange
 
 Transport failures before the first token are :class:`LLMUnavailable`; an
 HTTP error status is :class:`LLMError` with the provider's own message.
+
+Embeddings (:meth:`HTTPProvider.embed`) go the same way, with ``kb.embed`` as
+the request phase: same client, same API key, same breaker, so a provider
+that is down is down for chat and embeddings alike.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Mapping, Sequence
-from contextlib import asynccontextmanager
+from collections.abc import (
+    AsyncGenerator,
+    AsyncIterator,
+    Awaitable,
+    Callable,
+    Iterator,
+    Mapping,
+    Sequence,
+)
+from contextlib import asynccontextmanager, contextmanager
 from typing import Any, ClassVar, Self, TypeVar, cast
 
 import httpx
 
 from .._breaker import CircuitBreaker
 from .._deadlines import DeadlinePhase, deadline, phased_deadline
-from .._errors import LLMError, LLMUnavailable
+from .._errors import DeadlineExceeded, LLMError, LLMTimeout, LLMUnavailable
 from ._events import ChatStreamParser
 from ._failures import is_outage, llm_timeouts
 from ._interface import Message
@@ -34,7 +46,7 @@ from ._lines import excerpt
 from ._ndjson import error_message
 from ._stream import TextStream
 
-__all__ = ["HTTPProvider", "checked_messages"]
+__all__ = ["HTTPProvider", "checked_messages", "checked_texts"]
 
 _T = TypeVar("_T")
 
@@ -76,6 +88,29 @@ def _error_text(body: bytes) -> str:
     return excerpt(text, 200)
 
 
+@contextmanager
+def _request_timeouts(request_phase: str) -> Iterator[None]:
+    """Re-raise an expiry of a request phase outside ``llm.*`` (``kb.embed``) as
+    :class:`LLMTimeout`, so the breaker counts a provider that stalls as out."""
+    try:
+        yield
+    except LLMTimeout:
+        raise
+    except DeadlineExceeded as error:
+        if error.scope != request_phase:
+            raise
+        raise LLMTimeout(error.scope, error.deadline_s) from None
+
+
+def checked_texts(texts: Sequence[str]) -> list[str]:
+    """The texts to embed as a list; ``ValueError`` if one is not a string."""
+    checked = list(texts)
+    for text in checked:
+        if not isinstance(text, str):
+            raise ValueError(f"only text can be embedded, not {text!r}")
+    return checked
+
+
 def checked_messages(messages: Sequence[Message]) -> list[dict[str, str]]:
     """The messages as the JSON the providers expect; ``ValueError`` for a malformed one."""
     checked = []
@@ -109,6 +144,7 @@ class HTTPProvider:
     kind: ClassVar[str]
     chat_path: ClassVar[str]
     models_path: ClassVar[str]
+    embed_path: ClassVar[str]
 
     def __init__(
         self,
@@ -225,6 +261,47 @@ class HTTPProvider:
                 f"{self.label} sent a model list in an unknown shape: {excerpt(str(listing))}"
             ) from None
 
+    async def embed(self, texts: Sequence[str], model: str) -> list[list[float]]:
+        """One embedding per text, in order, from one request to the embeddings endpoint.
+
+        ``model`` is the embedding model (rarely the chat model). The request
+        goes through this provider's circuit breaker, connects within
+        ``llm.connect`` and is answered within ``kb.embed``; callers batch (a
+        few dozen texts per call). Raises :class:`LLMUnavailable` (cannot
+        connect, circuit open), :class:`LLMError` (an error status, or an
+        answer that is not one list of numbers per text) or
+        :class:`LLMTimeout` (``llm.connect`` or ``kb.embed``; both count as an
+        outage). No texts: no request. Safe to cancel: the connection of an
+        unfinished request is closed.
+        """
+        inputs = checked_texts(texts)
+        if not inputs:
+            return []
+        body = self.embed_body(inputs, model)
+        answer = await self._exchange("POST", self.embed_path, body, "kb.embed", self._read_json)
+        try:
+            vectors = self.embedding_vectors(answer)
+        except (KeyError, IndexError, TypeError, ValueError, AttributeError):
+            raise LLMError(
+                f"{self.label} sent embeddings in an unknown shape: {excerpt(str(answer))}"
+            ) from None
+        if len(vectors) != len(inputs):
+            raise LLMError(f"{self.label} sent {len(vectors)} embeddings for {len(inputs)} texts")
+        for vector in vectors:
+            if not (
+                isinstance(vector, list)
+                and vector
+                and all(
+                    isinstance(value, float | int) and not isinstance(value, bool)
+                    for value in vector
+                )
+            ):
+                raise LLMError(
+                    f"{self.label} sent an embedding that is not a list of numbers: "
+                    f"{excerpt(str(vector))}"
+                )
+        return vectors
+
     async def health(self) -> dict[str, Any]:
         """List the models; report this provider and the state of its circuit breaker."""
         models = await self.list_models()
@@ -254,6 +331,13 @@ class HTTPProvider:
     def model_names(self, listing: Any) -> list[str]:
         raise NotImplementedError
 
+    def embed_body(self, texts: list[str], model: str) -> Any:
+        raise NotImplementedError
+
+    def embedding_vectors(self, answer: Any) -> list[list[float]]:
+        """The vectors of an embeddings answer, in input order (may raise on a bad shape)."""
+        raise NotImplementedError
+
     # -- the request machinery ----------------------------------------------------
 
     def _circuit_open(self, remaining_s: float) -> LLMUnavailable:
@@ -275,7 +359,7 @@ class HTTPProvider:
         the body); the response is closed if it raises or is cancelled, and
         otherwise left to whatever ``handle`` returned.
         """
-        with self.breaker.attempt(is_outage), llm_timeouts():
+        with self.breaker.attempt(is_outage), _request_timeouts(request_phase), llm_timeouts():
             with phased_deadline("llm.connect") as phase:
                 request = self._client.build_request(
                     method,

@@ -14,7 +14,10 @@ whether and when the client closed the connection::
 
 Routes: ``POST /api/chat`` (NDJSON stream, or one JSON object with
 ``"stream": false``), ``GET /api/tags``, ``POST /v1/chat/completions`` (SSE
-with ``"stream": true``, else one JSON object), ``GET /v1/models``.
+with ``"stream": true``, else one JSON object), ``GET /v1/models``, and the
+embeddings: ``POST /api/embed`` (Ollama) and ``POST /v1/embeddings`` (OpenAI),
+answering :func:`fake_embedding` of each input (the ``embed_*`` scenario
+fields make them stall, fail or answer in a wrong shape).
 
 Also runnable on its own, for multi-process tests and benchmarks; it prints
 its base URL (add ``/v1`` for the OpenAI routes) and serves until killed::
@@ -29,7 +32,10 @@ With ``--events`` it also prints one JSON line per streamed answer as it ends
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
+import math
+import re
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -39,12 +45,23 @@ from typing import Any, Literal
 import h11
 import trio
 
-__all__ = ["FakeLLM", "Scenario", "SeenRequest", "StreamRecord", "serve_fake_llm"]
+__all__ = [
+    "FakeLLM",
+    "Scenario",
+    "SeenRequest",
+    "StreamRecord",
+    "fake_embedding",
+    "serve_fake_llm",
+]
 
 Format = Literal["ollama", "openai"]
 
 _MAX_BODY = 10 * 1024 * 1024
 _CREATED_AT = "2026-01-01T00:00:00Z"
+_WORD = re.compile(r"[a-z0-9]+")
+# Each word lands on this many dimensions: few enough that unrelated texts
+# share almost none, enough that one collision does not make them alike.
+_DIMENSIONS_PER_WORD = 4
 _MALFORMED = {
     "ollama": b'{"model": "fake", "message": {"content": \n',
     "openai": b"data: {oops\n\n",
@@ -83,6 +100,18 @@ class Scenario:
     refuse_connections: bool = False
     """Close the listening socket: connecting fails with "connection refused"."""
     models: Sequence[str] = ("llama3.2", "qwen2")
+    embed_dimension: int = 256
+    """The length of every embedding the fake answers."""
+    embed_delay: float = 0.0
+    """Seconds before an embeddings request is answered."""
+    embed_stall: bool = False
+    """Never answer embeddings requests (until the client leaves)."""
+    embed_status: int | None = None
+    """Answer embeddings requests with this HTTP error status and the format's error body."""
+    embed_ragged: bool = False
+    """Make the last embedding of each answer one dimension short."""
+    embed_missing: bool = False
+    """Leave the last embedding out of each answer (one fewer than the inputs)."""
 
     def token_list(self) -> list[str]:
         if isinstance(self.tokens, int):
@@ -275,6 +304,8 @@ class FakeLLM:
         elif route == ("GET", "/v1/models"):
             models = [{"id": m, "object": "model", "owned_by": "fake"} for m in scenario.models]
             await _send_json(stream, connection, 200, {"object": "list", "data": models})
+        elif route in (("POST", "/api/embed"), ("POST", "/v1/embeddings")):
+            await self._embed(stream, connection, request, scenario, route[1] == "/api/embed")
         elif route in (("POST", "/api/chat"), ("POST", "/v1/chat/completions")):
             fmt: Format = "ollama" if route[1] == "/api/chat" else "openai"
             try:
@@ -287,6 +318,54 @@ class FakeLLM:
             await self._answer(stream, connection, request, scenario, fmt, model, streaming)
         else:
             await _send_json(stream, connection, 404, {"error": f"no route {route}"})
+
+    async def _embed(
+        self,
+        stream: trio.SocketStream,
+        connection: h11.Connection,
+        request: SeenRequest,
+        scenario: Scenario,
+        ollama: bool,
+    ) -> None:
+        fmt: Format = "ollama" if ollama else "openai"
+        try:
+            options = request.json()
+            inputs = options["input"]
+            if isinstance(inputs, str):
+                inputs = [inputs]
+            if not all(isinstance(text, str) for text in inputs):
+                raise ValueError
+        except (ValueError, KeyError, TypeError):
+            await _send_json(stream, connection, 400, _error_body(fmt, "input must be strings"))
+            return
+        if scenario.embed_stall:
+            await _wait_for_close(stream)
+            raise _Disconnect
+        await trio.sleep(scenario.embed_delay)
+        if scenario.embed_status is not None:
+            await _send_json(
+                stream, connection, scenario.embed_status, _error_body(fmt, scenario.error_message)
+            )
+            return
+        vectors = [fake_embedding(text, scenario.embed_dimension) for text in inputs]
+        if scenario.embed_missing and vectors:
+            vectors.pop()
+        if scenario.embed_ragged and vectors:
+            vectors[-1] = vectors[-1][:-1]
+        model = str(options.get("model", "fake"))
+        if ollama:
+            answer: dict[str, Any] = {"model": model, "embeddings": vectors}
+        else:
+            answer = {
+                "object": "list",
+                "model": model,
+                # Listed last first: clients must place each by its index.
+                "data": [
+                    {"object": "embedding", "index": index, "embedding": vector}
+                    for index, vector in reversed(list(enumerate(vectors)))
+                ],
+            }
+        await _send_json(stream, connection, 200, answer)
 
     async def _answer(
         self,
@@ -469,7 +548,49 @@ class FakeLLM:
         await _send_json(stream, connection, 200, answer)
 
 
+# -- embeddings ---------------------------------------------------------------------
+
+
+def _stem(word: str) -> str:
+    for suffix in ("ing", "ed", "s"):
+        if word.endswith(suffix) and len(word) - len(suffix) >= 3:
+            return word[: -len(suffix)]
+    return word
+
+
+def fake_embedding(text: str, dimension: int = 256) -> list[float]:
+    """A deterministic unit vector for ``text``: texts sharing words are close.
+
+    Each lower-cased word, crudely stemmed (``cats`` and ``cat``, ``parsing``
+    and ``parsed`` and ``pars`` are one word), is hashed with SHA-256 onto a
+    few dimensions with a sign each; the sum is normalised. Texts with no
+    words in common are nearly orthogonal. The same in every process and run
+    (``hash()`` is salted per process; SHA-256 is not).
+    """
+    words = [_stem(word) for word in _WORD.findall(text.lower())] or [text]
+    vector = [0.0] * dimension
+    for word in words:
+        digest = hashlib.sha256(word.encode()).digest()
+        for slot in range(_DIMENSIONS_PER_WORD):
+            chunk = digest[4 * slot : 4 * slot + 4]
+            index = int.from_bytes(chunk[:3], "big") % dimension
+            vector[index] += 1.0 if chunk[3] & 1 else -1.0
+    norm = math.sqrt(sum(value * value for value in vector))
+    if norm == 0.0:  # every sign cancelled out: rare, but a vector must have a length
+        vector[0], norm = 1.0, 1.0
+    return [value / norm for value in vector]
+
+
 # -- wire helpers -------------------------------------------------------------------
+
+
+async def _wait_for_close(stream: trio.SocketStream) -> None:
+    """Read and drop whatever the client sends until it closes its end."""
+    try:
+        while await stream.receive_some(65536):
+            pass
+    except (trio.BrokenResourceError, trio.ClosedResourceError):
+        pass
 
 
 async def _send(stream: trio.SocketStream, connection: h11.Connection, event: Any) -> None:
@@ -574,12 +695,16 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--tokens", type=int, default=200, help="tokens per answer")
     parser.add_argument("--delay", type=float, default=0.0, help="seconds between tokens")
     parser.add_argument("--first-token-delay", type=float, default=0.0)
+    parser.add_argument("--embed-dimension", type=int, default=256)
     parser.add_argument(
         "--events", action="store_true", help="print a JSON line as each stream ends"
     )
     args = parser.parse_args(argv)
     scenario = Scenario(
-        tokens=args.tokens, token_delay=args.delay, first_token_delay=args.first_token_delay
+        tokens=args.tokens,
+        token_delay=args.delay,
+        first_token_delay=args.first_token_delay,
+        embed_dimension=args.embed_dimension,
     )
 
     def report(record: StreamRecord, how: str) -> None:
