@@ -61,11 +61,11 @@ class _Snapshot:
 def _nearest(snapshot: _Snapshot, query: Vectors, count: int) -> list[tuple[int, float]]:
     """The ``count`` live rows most similar to ``query``, best first (runs in a thread)."""
     rows = len(snapshot.alive)
-    scores = snapshot.matrix[:rows] @ query
-    scores[~snapshot.alive] = -np.inf
     count = min(count, int(snapshot.alive.sum()))
     if count <= 0:
         return []
+    scores = snapshot.matrix[:rows] @ query
+    scores[~snapshot.alive] = -np.inf
     top = np.argpartition(scores, rows - count)[rows - count :]
     # Best first; equal scores by row (older first), so results are deterministic.
     order = np.lexsort((top, -scores[top]))
