@@ -233,8 +233,7 @@ class Crawler:
         return self
 
     async def __aexit__(self, *exc_info: object) -> None:
-        with trio.CancelScope(shield=True), trio.move_on_after(1):
-            await self._client.aclose()
+        await self._client.aclose()
 
     async def _get(
         self, url: httpx.URL, accept: str, limit: int, *, body_of: tuple[str, ...] | None
@@ -393,6 +392,16 @@ class Frontier:
             self.queue.remove(url)
         if url not in self.done:
             self.done.append(url)
+        self.seen.add(url)
+
+    def drop(self, url: str) -> None:
+        """``url`` taken but not fetched (robots.txt): not queued again in this run.
+
+        Not kept in the checkpoint (the same rules drop it again after a
+        resume), so skipping a great many URLs does not grow it.
+        """
+        if url in self.queue:
+            self.queue.remove(url)
         self.seen.add(url)
 
     def to_state(self) -> dict[str, Any]:

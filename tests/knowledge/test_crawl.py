@@ -365,3 +365,45 @@ async def test_a_slow_page_expires_under_kb_fetch(tmp_path: Path) -> None:
             with pytest.raises(DeadlineExceeded) as expired:
                 await crawler.fetch(f"http://127.0.0.1:{port}/")
     assert expired.value.scope == "kb.fetch"
+
+
+async def test_a_first_redirect_moves_the_site(tmp_path: Path, store: Store) -> None:
+    site = Site(
+        {
+            "/": html_page(
+                "Home",
+                "<article><p>The home page of the moved site.</p></article>"
+                "<a href='/next'>next</a>",
+            ),
+            "/next": html_page(
+                "Next", "<article><p>The second page of the moved site.</p></article>"
+            ),
+        }
+    )
+    async with serve_site(site) as base:
+        port = base.rsplit(":", 1)[1]
+        site.pages["/start"] = Answer(status=301, headers=[("location", f"{base}/")])
+        result = await crawl(crawl_settings(tmp_path), store, f"http://localhost:{port}/start")
+    assert result["site"] == base  # http://127.0.0.1:<port>, no longer localhost
+    assert [page["url"] for page in result["pages_listed"]] == [f"{base}/", f"{base}/next"]
+
+
+async def test_meta_robots_noindex_and_nofollow(tmp_path: Path, store: Store) -> None:
+    site = Site(
+        {
+            "/": Answer(
+                b"<html><head><meta name='robots' content='noindex'></head><body><article>"
+                b"<p>This hub page must not become a fact.</p></article>"
+                b"<a href='/a'>a</a><a href='/b' rel='nofollow'>b</a></body></html>"
+            ),
+            "/a": Answer(
+                b"<html><head><meta name='robots' content='nofollow'></head><body><article>"
+                b"<p>Page a is indexed, its links are not followed.</p></article>"
+                b"<a href='/c'>c</a></body></html>"
+            ),
+        }
+    )
+    async with serve_site(site) as base:
+        await crawl(crawl_settings(tmp_path), store, f"{base}/")
+    assert [hit for hit in site.hits if hit != "/robots.txt"] == ["/", "/a"]
+    assert {fact.metadata["source"] for fact in await store.list_facts()} == {f"{base}/a"}

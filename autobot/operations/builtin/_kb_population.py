@@ -521,10 +521,15 @@ async def _crawl(ctx: OperationContext, url: str, max_pages: int) -> dict[str, A
                 total=min(max_pages, state["pages"] + waiting), step="crawling", message=url
             )
             if not robots.allows(url):
-                frontier.mark_done(url)
-                state = {**state, "frontier": frontier.to_state(), "current": None, "added": 0}
-                state["disallowed"] += 1
-                await ctx.checkpoint(state)
+                # Not checkpointed by itself: a resume drops it again, and the count
+                # goes into the next checkpoint.
+                frontier.drop(url)
+                state = {
+                    **state,
+                    "current": None,
+                    "added": 0,
+                    "disallowed": state["disallowed"] + 1,
+                }
                 continue
             try:
                 page = await crawler.fetch(url)
