@@ -8,7 +8,9 @@ the body and the text extraction) under one ``kb.fetch`` deadline:
   to the IP, with the name in ``Host`` and as the TLS server name (so the
   certificate is still verified for the name). Redirects are followed here,
   never by httpx, at most :data:`MAX_REDIRECTS`, each hop checked again. No
-  proxy from the environment, no cookies.
+  proxy from the environment, no cookies, and no connection is reused (the
+  pool is keyed by address: a TLS connection verified for one name must not
+  carry a request for another name on the same address).
 - **Polite.** robots.txt (:meth:`Crawler.robots`) is read with the same guard
   and deadline and parsed by ``urllib.robotparser`` for the user agent
   ``AutoBot``, per RFC 9309: a 2xx file is obeyed (its first
@@ -225,7 +227,9 @@ class Crawler:
             follow_redirects=False,  # every hop is checked here
             trust_env=False,  # no proxy: the connection goes to the checked address
             headers={"User-Agent": f"{USER_AGENT}/1.0 (knowledge base crawler)"},
-            limits=httpx.Limits(max_connections=4, max_keepalive_connections=4),
+            # No connection is kept for another request: pooled by address, one made
+            # (and its certificate verified) for one name could carry another's.
+            limits=httpx.Limits(max_connections=4, max_keepalive_connections=0),
             transport=transport,
         )
 
@@ -245,7 +249,8 @@ class Crawler:
         redirects: list[str] = []
         for _ in range(MAX_REDIRECTS + 1):
             address = await allowed_address(url, self.policy)
-            headers = {"Host": url.netloc.decode("ascii"), "Accept": accept}
+            # Connection: close, so no connection carries a second request (see __init__).
+            headers = {"Host": url.netloc.decode("ascii"), "Accept": accept, "Connection": "close"}
             extensions = {"sni_hostname": url.host} if url.scheme == "https" else {}
             request = self._client.build_request(
                 "GET", url.copy_with(host=address), headers=headers, extensions=extensions

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import ipaddress
+import ssl
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 import trio
+import trustme
 
 from autobot import DeadlineExceeded, DeadlineTable, Settings, ValidationFailed, install_deadlines
 from autobot.knowledge._crawl import MAX_BODY_BYTES, Crawler, CrawlFailed
@@ -407,3 +410,26 @@ async def test_meta_robots_noindex_and_nofollow(tmp_path: Path, store: Store) ->
         await crawl(crawl_settings(tmp_path), store, f"{base}/")
     assert [hit for hit in site.hits if hit != "/robots.txt"] == ["/", "/a"]
     assert {fact.metadata["source"] for fact in await store.list_facts()} == {f"{base}/a"}
+
+
+async def test_https_goes_to_the_checked_address_and_verifies_the_name(tmp_path: Path) -> None:
+    ca = trustme.CA()
+    cert = ca.issue_cert("localhost")
+    cert.cert_chain_pems[0].write_to_path(tmp_path / "cert.pem")
+    for pem in cert.cert_chain_pems[1:]:
+        pem.write_to_path(tmp_path / "cert.pem", append=True)
+    cert.private_key_pem.write_to_path(tmp_path / "key.pem")
+    site = Site({"/": html_page("Secure", "<article><p>Served over TLS by name.</p></article>")})
+    tls = (str(tmp_path / "cert.pem"), str(tmp_path / "key.pem"))
+    async with serve_site(site, tls=tls) as base:
+        port = base.rsplit(":", 1)[1]
+        context = ssl.create_default_context()
+        ca.configure_trust(context)
+        transport = httpx.AsyncHTTPTransport(verify=context)
+        async with Crawler(AddressPolicy(allow_private=True), transport=transport) as crawler:
+            page = await crawler.fetch(f"https://localhost:{port}/")
+            assert "over TLS by name" in page.text
+            # By address the certificate (issued to localhost) does not match: refused.
+            with pytest.raises(CrawlFailed, match="ConnectError"):
+                await crawler.fetch(f"https://127.0.0.1:{port}/")
+    assert site.hosts == [f"localhost:{port}"]

@@ -64,10 +64,17 @@ class Site:
 
 
 @asynccontextmanager
-async def serve_site(site: Site, host: str = "127.0.0.1") -> AsyncIterator[str]:
-    """Serve ``site`` on a free port of ``host``; yield its base URL (``http://host:port``)."""
+async def serve_site(
+    site: Site, host: str = "127.0.0.1", *, tls: tuple[str, str] | None = None
+) -> AsyncIterator[str]:
+    """Serve ``site`` on a free port of ``host``; yield its base URL (``http://host:port``).
+
+    ``tls``: (certificate file, key file) to serve HTTPS (the URL is then ``https://``).
+    """
     config = Config()
     config.bind = [f"{host}:0"]
+    if tls is not None:
+        config.certfile, config.keyfile = tls
     config.accesslog = None
     config.graceful_timeout = 0.2
     shutdown = trio.Event()
