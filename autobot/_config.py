@@ -186,7 +186,7 @@ class Settings:
             f"api token   {'required' if self.api_token else 'not required'}",
             f"max upload  {self.max_upload_bytes} bytes",
             f"operations  {self.operations_concurrency} at once",
-            f"knowledge   "
+            "knowledge   "
             + (f"embeddings model={self.embed_model}" if self.embed_model else "keyword only")
             + f", {self.kb_context_facts} facts per grounded answer"
             + (", crawling may reach private addresses" if self.crawl_allow_private else ""),

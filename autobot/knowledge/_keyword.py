@@ -11,6 +11,12 @@ cancelled call is abandoned (its thread finishes the one call; the limiter
 counts it until then). Writes also take a thread lock held by the thread
 itself, so an abandoned write still finishes before the next one starts.
 
+**Group commit.** A commit (segment files written, the searcher reloaded) costs
+tens of milliseconds whatever it holds, so the changes that arrive while one
+commit runs wait and go in the next one together: with 20 clients adding
+facts at once there is one write in a thread at a time, not 20 queued on the
+lock and holding every thread a search could use.
+
 The directory holds a version marker (:data:`MARKER`). An index that cannot be
 read, or was written by another version of this module or of Tantivy's index
 format, raises :class:`KeywordIndexUnusable`: the caller rebuilds it from the
@@ -33,7 +39,7 @@ import trio
 from trio.lowlevel import RunVar
 
 from .._deadlines import deadline
-from .._errors import ServiceUnavailable
+from .._errors import AutoBotError, ServiceUnavailable
 
 __all__ = ["KEYWORD_THREADS", "MARKER", "KeywordIndex", "KeywordIndexUnusable"]
 
@@ -102,6 +108,7 @@ class _Engine:
     def __init__(self, directory: Path, *, create: bool) -> None:
         self.directory = directory
         self.lock = threading.Lock()
+        self.broken = ""  # why writes are refused, after one failed
         if create:
             directory.mkdir(parents=True, exist_ok=True)
             self.index = tantivy.Index(_schema(), path=str(directory))
@@ -133,6 +140,9 @@ class _Engine:
 
     def write(self, adds: Iterable[tuple[str, str]], deletes: Iterable[str]) -> None:
         with self.lock:
+            if self.broken:
+                # Tantivy's writer cannot be used after a failed rollback (it panics).
+                raise KeywordIndexUnusable(self.broken)
             try:
                 for fact_id in deletes:
                     self.writer.delete_documents_by_term("id", fact_id)
@@ -144,8 +154,8 @@ class _Engine:
             except ValueError as error:
                 with contextlib.suppress(ValueError):  # a directory gone cannot roll back either
                     self.writer.rollback()
-                message = f"the keyword index cannot be written: {error}"
-                raise KeywordIndexUnusable(message) from None
+                self.broken = f"the keyword index cannot be written: {error}"
+                raise KeywordIndexUnusable(self.broken) from None
 
     def search(self, words: str, limit: int) -> list[tuple[str, float]]:
         try:
@@ -160,6 +170,25 @@ class _Engine:
         return self.index.searcher().num_docs
 
 
+class _Batch:
+    """The changes of one commit: deletes first, then adds (by id: the last text wins)."""
+
+    __slots__ = ("adds", "deletes", "done", "error")
+
+    def __init__(self) -> None:
+        self.adds: dict[str, str] = {}
+        self.deletes: set[str] = set()
+        self.done = False
+        self.error: AutoBotError | None = None
+
+    def include(self, adds: Iterable[tuple[str, str]], deletes: Iterable[str]) -> None:
+        for fact_id in deletes:
+            self.adds.pop(fact_id, None)  # a delete after an add of the same commit wins
+            self.deletes.add(fact_id)
+        for fact_id, text in adds:
+            self.adds[fact_id] = text
+
+
 class KeywordIndex:
     """BM25 search over ``(fact_id, text)`` pairs, kept in a directory.
 
@@ -170,6 +199,9 @@ class KeywordIndex:
 
     def __init__(self, engine: _Engine) -> None:
         self._engine = engine
+        self._gathering: _Batch | None = None  # the changes for the next commit
+        self._writing = False
+        self._written = trio.Event()  # set, and replaced, after each commit
 
     @property
     def directory(self) -> Path:
@@ -230,19 +262,51 @@ class KeywordIndex:
 
     async def add(self, fact_id: str, text: str) -> None:
         """Index one fact; searchable when this returns."""
-        await _write(self._engine.write, [(fact_id, text)], ())
+        await self.change([(fact_id, text)], [])
 
     async def add_many(self, facts: list[tuple[str, str]]) -> None:
         """Index several facts in one commit (a batch add)."""
-        await _write(self._engine.write, facts, ())
+        await self.change(facts, [])
 
     async def delete(self, fact_id: str) -> None:
         """Remove one fact; no search started after this returns finds it."""
-        await _write(self._engine.write, (), [fact_id])
+        await self.change([], [fact_id])
 
     async def change(self, adds: list[tuple[str, str]], deletes: list[str]) -> None:
-        """Delete ``deletes``, then index ``adds``, in one commit."""
-        await _write(self._engine.write, adds, deletes)
+        """Delete ``deletes`` and index ``adds``; searchable as such when this returns.
+
+        Joins the changes of other callers into one commit (see the module's
+        "Group commit"); a failed commit raises its error in every caller.
+        """
+        if self._gathering is None:
+            self._gathering = _Batch()
+        batch = self._gathering
+        batch.include(adds, deletes)
+        while not batch.done:
+            if self._writing:
+                await self._written.wait()
+            else:
+                await self._commit_gathered()
+        if batch.error is not None:
+            raise batch.error
+
+    async def _commit_gathered(self) -> None:
+        batch, self._gathering = self._gathering, None
+        assert batch is not None
+        self._writing = True
+        try:
+            await _write(self._engine.write, list(batch.adds.items()), list(batch.deletes))
+        except AutoBotError as error:  # unusable, or file.io expired
+            batch.error = error
+        except BaseException:
+            # Cancelled: whether the abandoned commit lands is unknown to those waiting.
+            batch.error = KeywordIndexUnusable("a commit of the keyword index was interrupted")
+            raise
+        finally:
+            batch.done = True
+            self._writing = False
+            self._written.set()
+            self._written = trio.Event()
 
     async def search(self, query: str, limit: int) -> list[tuple[str, float]]:
         """``(fact_id, score)`` for the facts that best match any word of ``query``, best first.

@@ -7,6 +7,7 @@ import shutil
 from pathlib import Path
 
 import pytest
+import trio
 
 from autobot.knowledge import MARKER, KeywordIndex, KeywordIndexUnusable
 
@@ -124,3 +125,30 @@ async def test_a_write_into_a_deleted_directory_says_unusable(tmp_path: Path) ->
     shutil.rmtree(tmp_path / "kw")
     with pytest.raises(KeywordIndexUnusable, match="cannot be written"):
         await index.change([("b", "second fact")], ["a"])
+
+
+async def test_concurrent_changes_share_commits_and_all_land(tmp_path: Path) -> None:
+    index = await KeywordIndex.rebuild(tmp_path / "kw", [("old", "an old turbine")])
+    async with trio.open_nursery() as nursery:
+        for n in range(20):
+            nursery.start_soon(index.add, f"f{n}", f"turbine number {n}")
+        nursery.start_soon(index.delete, "old")
+    found = {fact_id for fact_id, _ in await index.search("turbines", 100)}
+    assert found == {f"f{n}" for n in range(20)}
+
+
+async def test_a_failed_shared_commit_fails_every_caller(tmp_path: Path) -> None:
+    index = await KeywordIndex.rebuild(tmp_path / "kw", [("a", "first fact")])
+    shutil.rmtree(tmp_path / "kw")
+    failures: list[BaseException] = []
+
+    async def add(n: int) -> None:
+        try:
+            await index.add(f"f{n}", "text")
+        except KeywordIndexUnusable as error:
+            failures.append(error)
+
+    async with trio.open_nursery() as nursery:
+        for n in range(5):
+            nursery.start_soon(add, n)
+    assert len(failures) == 5
