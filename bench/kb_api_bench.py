@@ -35,8 +35,14 @@ import trio
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from tests.support.polling import eventually
 from tests.support.process import run_server
 from tests.support.redis_server import RedisProcesses
+
+
+def words_of(text: str) -> list[str]:
+    return text.split()
+
 
 BATCH = 1000
 BATCH_CLIENTS = 4
@@ -44,40 +50,9 @@ SINGLE_ADDS = 2000
 LOAD_CLIENTS = 20
 VOCABULARY = 5000
 WORDS_PER_FACT = 12
-ONSETS = [
-    "b",
-    "c",
-    "d",
-    "f",
-    "g",
-    "h",
-    "j",
-    "k",
-    "l",
-    "m",
-    "n",
-    "p",
-    "r",
-    "s",
-    "t",
-    "v",
-    "w",
-    "z",
-    "br",
-    "cr",
-    "dr",
-    "fl",
-    "gr",
-    "pl",
-    "pr",
-    "st",
-    "tr",
-    "th",
-    "sh",
-    "ch",
-]
-VOWELS = ["a", "e", "i", "o", "u", "ai", "ea", "oo", "ou"]
-CODAS = ["b", "d", "g", "k", "l", "m", "n", "p", "r", "s", "t", "x", "nd", "nt", "rk", "st", "ng"]
+ONSETS = words_of("b c d f g h j k l m n p r s t v w z br cr dr fl gr pl pr st tr th sh ch")
+VOWELS = words_of("a e i o u ai ea oo ou")
+CODAS = words_of("b d g k l m n p r s t x nd nt rk st ng")
 
 
 def vocabulary(rng: random.Random) -> list[str]:
@@ -204,9 +179,11 @@ async def search_under_load(
 
 
 async def knowledge_ready(client: httpx.AsyncClient) -> None:
+    async def ready() -> bool:
+        return (await client.get("/api/health")).json()["checks"]["knowledge"]["ok"] is True
+
     with trio.fail_after(120):
-        while (await client.get("/api/health")).json()["checks"]["knowledge"]["ok"] is not True:
-            await trio.sleep(0.05)
+        await eventually(ready, interval_s=0.05)
 
 
 async def propagation(one: httpx.AsyncClient, other: httpx.AsyncClient, rounds: int) -> list[float]:
