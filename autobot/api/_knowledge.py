@@ -15,11 +15,18 @@ from quart_schema import validate_querystring, validate_request
 from quart_trio.wrappers import TrioResponse
 
 from .._errors import ValidationFailed
-from ..knowledge import MAX_BATCH, MAX_LIMIT, MAX_METADATA_BYTES, MAX_TEXT_CHARS, KnowledgeBase
+from ..knowledge import (
+    MAX_BATCH,
+    MAX_LIMIT,
+    MAX_METADATA_BYTES,
+    MAX_TEXT_CHARS,
+    MAX_URL_CHARS,
+    AddressPolicy,
+    KnowledgeBase,
+    check_url,
+)
 from ..knowledge import NewFact as NewFactValue
-from ..knowledge._url_guard import MAX_URL_CHARS, AddressPolicy, check_url
-from ..operations import OperationPriority
-from ..operations.builtin._kb_population import DEFAULT_MAX_PAGES, MAX_PAGES
+from ..operations import DEFAULT_MAX_PAGES, MAX_PAGES, OperationPriority
 from ._context import services
 from ._query import QueryInt
 

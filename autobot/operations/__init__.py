@@ -20,10 +20,13 @@ from ._registry import (
     registry,
 )
 from ._runner import OperationRunner, progress_channel
+from .builtin._kb_population import DEFAULT_MAX_PAGES, MAX_PAGES
 
 __all__ = [
+    "DEFAULT_MAX_PAGES",
     "DEFAULT_PROFILES",
     "FINISHED",
+    "MAX_PAGES",
     "OPERATION_TYPES",
     "PROFILE_FIELDS",
     "RESUMABLE",

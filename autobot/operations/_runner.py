@@ -42,6 +42,7 @@ from .._logging import log_fields
 from .._metrics import Metrics
 from .._operation_profile import TimeoutProfile
 from ..files import resolve_client_path
+from ..knowledge import AddressPolicy, check_url
 from ..storage import Store, new_id, now
 from ._context import OperationContext
 from ._execution import Outcome, execute
@@ -200,7 +201,8 @@ class OperationRunner:
 
         422 for an unknown type or bad parameters; a ``path`` parameter is
         resolved now, so a path outside the root (400) or a missing one (404)
-        is refused before anything is queued.
+        is refused before anything is queued, and a ``url`` is checked
+        against the crawl's address guard (422 ``url_not_allowed``).
         """
         op_type = self.types[type_name]
         parsed = op_type.parse_params(params)
@@ -208,6 +210,10 @@ class OperationRunner:
         if isinstance(path, str):
             must_exist = not getattr(parsed, "creates_path", False)
             await resolve_client_path(self.settings.data_dir / "files", path, must_exist=must_exist)
+        url = getattr(parsed, "url", None)
+        if isinstance(url, str):
+            # The same guard as the crawl route: a URL is checked before anything is queued.
+            await check_url(url, AddressPolicy(allow_private=self.settings.crawl_allow_private))
         profile = self.profiles[op_type.name]
         record = new_operation(
             op_type.name,

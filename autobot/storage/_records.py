@@ -11,7 +11,7 @@ the snapshot began converges on the same state.
 State kinds (in exports, in snapshots, in journals)::
 
     chat            id, title, created_at, updated_at
-    message         chat_id, id, role, content, created_at, status
+    message         chat_id, id, role, content, created_at, status, sources?, knowledge_error?
     fact            id, text, metadata, created_at
     fact_vectors    model, vectors: {fact id: base64 of the embedding}
     operation       operation: {...}

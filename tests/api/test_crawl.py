@@ -99,3 +99,14 @@ async def test_bad_bodies_are_422(settings: Settings, body: dict[str, Any]) -> N
     async with served(create_app(settings)) as client:
         response = await client.post("/api/knowledge/crawl", json=body)
         assert response.status_code == 422, response.text
+
+
+async def test_a_crawl_through_the_operations_route_is_guarded_too(settings: Settings) -> None:
+    async with served(create_app(settings)) as client:
+        response = await client.post(
+            "/api/operations",
+            json={"type": "kb_population", "params": {"url": "http://127.0.0.1:8000/"}},
+        )
+        assert response.status_code == 422, response.text
+        assert response.json()["error"]["code"] == "url_not_allowed"
+        assert (await client.get("/api/operations")).json()["operations"] == []
