@@ -8,11 +8,15 @@ only 73 % of the true top 10 on the same data; the numbers are in
 ``docs/knowledge.md`` ("Semantic search"). ``bench/kb_vector_bench.py``
 measures both.
 
+Storage. Rows live in fixed blocks of :data:`BLOCK_ROWS`: growing adds a
+block and never copies the rows already there (a 100 MB copy would stall
+the event loop for a tenth of a second at 100,000 facts).
+
 Concurrency. A search runs in a thread (:func:`~._cpu.run_cpu`) on a
-*snapshot*: the matrix, the number of rows in use and a copy of the live
+*snapshot*: the blocks, the number of rows in use and a copy of the live
 mask, all taken on the event loop when the search starts. Rows are only
 ever appended (a replaced vector is a new row, the old one marked dead) and
-a compaction builds new arrays, so no row a snapshot can see is written
+a compaction builds new blocks, so no row a snapshot can see is written
 while the thread reads it. Adds and deletes therefore run on the event loop
 at once, without waiting for searches. A fact deleted (or replaced) while a
 search runs is dropped from its results when the thread reports back: each
@@ -30,9 +34,10 @@ import numpy.typing as npt
 
 from ._cpu import run_cpu
 
-__all__ = ["DimensionMismatch", "VectorIndex"]
+__all__ = ["BLOCK_ROWS", "DimensionMismatch", "VectorIndex"]
 
-_INITIAL_ROWS = 1024
+#: Rows per storage block (8 MB at 256 dimensions).
+BLOCK_ROWS = 8192
 # Compact when dead rows outnumber both this and the live ones.
 _COMPACT_AT = 4096
 # Searches retried when facts deleted meanwhile left a result short.
@@ -52,7 +57,7 @@ class DimensionMismatch(ValueError):
 
 @dataclass(frozen=True, slots=True)
 class _Snapshot:
-    matrix: Vectors
+    blocks: tuple[Vectors, ...]
     alive: npt.NDArray[np.bool_]
     serials: npt.NDArray[np.int64]
     ids: list[str]
@@ -64,7 +69,13 @@ def _nearest(snapshot: _Snapshot, query: Vectors, count: int) -> list[tuple[int,
     count = min(count, int(snapshot.alive.sum()))
     if count <= 0:
         return []
-    scores = snapshot.matrix[:rows] @ query
+    scores = np.empty(rows, dtype=np.float32)
+    for number, block in enumerate(snapshot.blocks):
+        start = number * BLOCK_ROWS
+        stop = min(rows, start + BLOCK_ROWS)
+        if start >= stop:
+            break
+        np.matmul(block[: stop - start], query, out=scores[start:stop])
     scores[~snapshot.alive] = -np.inf
     top = np.argpartition(scores, rows - count)[rows - count :]
     # Best first; equal scores by row (older first), so results are deterministic.
@@ -97,7 +108,8 @@ class VectorIndex:
     a search).
 
     Memory is 4 bytes per dimension per row (100 MB for 100,000 × 256), plus
-    up to half again while the row buffer grows or dead rows await compaction.
+    the unused part of the last block and the dead rows awaiting compaction
+    (at most as many as the live ones, or 4,096).
     """
 
     def __init__(self, dimension: int | None = None) -> None:
@@ -107,8 +119,7 @@ class VectorIndex:
         self._reset()
 
     def _reset(self) -> None:
-        width = self._dimension or 1
-        self._matrix: Vectors = np.zeros((0, width), dtype=np.float32)
+        self._blocks: list[Vectors] = []
         self._alive = np.zeros(0, dtype=np.bool_)
         self._serials = np.zeros(0, dtype=np.int64)
         self._ids: list[str] = []
@@ -146,9 +157,9 @@ class VectorIndex:
             self._dimension = matrix.shape[1]
             self._reset()
         self.delete(ids)
-        self._reserve(self._rows + len(ids))
         start, end = self._rows, self._rows + len(ids)
-        self._matrix[start:end] = matrix
+        self._reserve(end)
+        self._write(start, matrix)
         self._alive[start:end] = True
         serials = np.arange(self._next_serial, self._next_serial + len(ids), dtype=np.int64)
         self._serials[start:end] = serials
@@ -227,7 +238,7 @@ class VectorIndex:
 
     def _snapshot(self) -> _Snapshot:
         rows = self._rows
-        return _Snapshot(self._matrix, self._alive[:rows].copy(), self._serials, self._ids)
+        return _Snapshot(tuple(self._blocks), self._alive[:rows].copy(), self._serials, self._ids)
 
     def _hits(
         self, snapshot: _Snapshot, found: list[tuple[int, float]], limit: int
@@ -243,29 +254,46 @@ class VectorIndex:
         return hits
 
     def _reserve(self, rows: int) -> None:
+        assert self._dimension is not None
+        while len(self._blocks) * BLOCK_ROWS < rows:
+            self._blocks.append(np.zeros((BLOCK_ROWS, self._dimension), dtype=np.float32))
         capacity = len(self._alive)
         if rows <= capacity:
             return
-        capacity = max(_INITIAL_ROWS, rows, capacity + capacity // 2)
+        capacity = max(BLOCK_ROWS, rows, capacity + capacity // 2)
         # New arrays, never resized in place: running searches keep reading the old ones.
-        matrix = np.zeros((capacity, self._matrix.shape[1]), dtype=np.float32)
-        matrix[: self._rows] = self._matrix[: self._rows]
         alive = np.zeros(capacity, dtype=np.bool_)
         alive[: self._rows] = self._alive[: self._rows]
         serials = np.zeros(capacity, dtype=np.int64)
         serials[: self._rows] = self._serials[: self._rows]
-        self._matrix, self._alive, self._serials = matrix, alive, serials
+        self._alive, self._serials = alive, serials
+
+    def _write(self, start: int, matrix: Vectors) -> None:
+        """Copy ``matrix`` into rows ``start`` on (the blocks are already there)."""
+        done = 0
+        while done < len(matrix):
+            number, offset = divmod(start + done, BLOCK_ROWS)
+            count = min(len(matrix) - done, BLOCK_ROWS - offset)
+            self._blocks[number][offset : offset + count] = matrix[done : done + count]
+            done += count
 
     def _compact(self) -> None:
+        """New blocks holding only the live rows (their cost is at most the dead rows')."""
         live = np.flatnonzero(self._alive[: self._rows])
-        capacity = max(_INITIAL_ROWS, len(live) + len(live) // 2)
-        matrix = np.zeros((capacity, self._matrix.shape[1]), dtype=np.float32)
-        matrix[: len(live)] = self._matrix[live]
-        alive = np.zeros(capacity, dtype=np.bool_)
-        alive[: len(live)] = True
-        serials = np.zeros(capacity, dtype=np.int64)
-        serials[: len(live)] = self._serials[live]
+        parts = []
+        for number, block in enumerate(self._blocks):
+            start = number * BLOCK_ROWS
+            rows = live[(live >= start) & (live < start + BLOCK_ROWS)]
+            parts.append(block[rows - start])
+        matrix = np.concatenate(parts) if parts else np.zeros((0, 1), dtype=np.float32)
+        serials = self._serials[live]
         ids = [self._ids[row] for row in live]
-        self._matrix, self._alive, self._serials, self._ids = matrix, alive, serials, ids
+        self._blocks, self._rows = [], 0
+        self._alive, self._serials = np.zeros(0, dtype=np.bool_), np.zeros(0, dtype=np.int64)
+        self._reserve(len(live))
+        self._write(0, matrix)
+        self._alive[: len(live)] = True
+        self._serials[: len(live)] = serials
+        self._ids = ids
         self._rows = len(live)
-        self._current = {fact_id: (row, int(serials[row])) for row, fact_id in enumerate(ids)}
+        self._current = {fact_id: (row, int(self._serials[row])) for row, fact_id in enumerate(ids)}

@@ -100,6 +100,8 @@ def test_many_deletes_compact_and_keep_the_rest() -> None:
         assert index.nearest(vectors[n], 1)[0][0] == ids[n]
     index.add(ids[:1], vectors[:1])
     assert index.nearest(vectors[0], 1)[0][0] == ids[0]
+    index.delete(ids[9_000:])
+    assert index.nearest(vectors[0], 5) == [(ids[0], pytest.approx(1.0))]
 
 
 async def test_a_delete_during_a_search_is_not_returned() -> None:
