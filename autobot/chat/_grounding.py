@@ -41,6 +41,12 @@ CONTEXT_INSTRUCTIONS = (
 )
 
 
+#: The most characters of one fact given to the model. A fact may hold 65,536,
+#: and five of those would fill a small model's whole context; the start of a
+#: fact is its gist (crawled and file facts are chunks of at most 1,500).
+CONTEXT_FACT_CHARS = 4000
+
+
 class FoundFact(Protocol):
     """What the chat needs of one search hit (the knowledge base's ``SearchHit``)."""
 
@@ -102,13 +108,20 @@ async def find_context(grounding: Grounding, query: str) -> Context:
     return Context(facts)
 
 
+def _shortened(text: str) -> str:
+    if len(text) <= CONTEXT_FACT_CHARS:
+        return text
+    return text[: CONTEXT_FACT_CHARS - 1].rstrip() + "…"
+
+
 def context_message(facts: Sequence[FoundFact]) -> dict[str, str]:
     """The system message that hands ``facts`` to the model, each with its id.
 
     It goes right before the user's message it answers, not before the
-    conversation history (see :func:`grounded_prompt` for why).
+    conversation history (see :func:`grounded_prompt` for why). A fact longer
+    than :data:`CONTEXT_FACT_CHARS` is cut there, with ``…``.
     """
-    listed = "\n\n".join(f"[fact {fact.id}] {fact.text}" for fact in facts)
+    listed = "\n\n".join(f"[fact {fact.id}] {_shortened(fact.text)}" for fact in facts)
     return {"role": "system", "content": f"{CONTEXT_INSTRUCTIONS}\n\n{listed}"}
 
 

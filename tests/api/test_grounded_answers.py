@@ -330,3 +330,16 @@ async def test_a_knowledge_flag_that_is_not_a_bool_is_422(
         assert error["code"] == "validation_error"
         assert [f["field"] for f in error["fields"]] == ["knowledge"]
         assert await messages_of(client, chat_id) == []
+
+
+def test_a_long_fact_is_cut_for_the_model() -> None:
+    from autobot.chat._grounding import CONTEXT_FACT_CHARS, context_message
+    from autobot.knowledge import SearchHit
+
+    long = SearchHit("f1", "word " * 20_000, 1.0, {})
+    short = SearchHit("f2", "a short fact", 0.5, {})
+    content = context_message([long, short])["content"]
+    first, second = content.split("\n\n")[-2:]
+    assert first.startswith("[fact f1] word")
+    assert first.endswith("…") and len(first) <= len("[fact f1] ") + CONTEXT_FACT_CHARS
+    assert second == "[fact f2] a short fact"
