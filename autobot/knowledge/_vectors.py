@@ -1,11 +1,11 @@
 """An in-memory index of unit vectors by fact id, searched exactly by cosine similarity.
 
 Exact search is one matrix-vector product and a partial sort: at 100,000
-facts of 256 dimensions it takes about 3 ms (p50) on 2 cores, with recall
+facts of 256 dimensions it takes about 2.6 ms (p50) on 2 cores, with recall
 1.0, no build step, and adds and deletes that cost a row copy. An HNSW index
-(``usearch``) answered in 0.3 ms but needed 26 to 60 s to build and found
-only 73 % of the true top 10 on the same data; the numbers are in
-``docs/knowledge.md`` ("Semantic search"). ``bench/kb_vector_bench.py``
+(``usearch``) answered in about 0.5 ms but took 47 to 134 s to build on the
+same 2 cores and found only 78 to 80 % of the true top 10; the numbers are
+in ``docs/knowledge.md`` ("Semantic search"). ``bench/kb_vector_bench.py``
 measures both.
 
 Storage. Rows live in fixed blocks of :data:`BLOCK_ROWS`: growing adds a
