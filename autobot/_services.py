@@ -126,7 +126,12 @@ class Services:
         self.metrics.watch_operations(self.operations.counts)
         self.agents = AgentBus(lambda: self.store)
         self.metrics.watch_agents(self.agents.counts)
-        self.knowledge = KnowledgeBase(settings.data_dir, lambda: self.store)
+        self.knowledge = KnowledgeBase(
+            settings.data_dir,
+            lambda: self.store,
+            embed_model=settings.embed_model,
+            embeddings=lambda: self.llm,
+        )
 
     @property
     def chat(self) -> ChatService:

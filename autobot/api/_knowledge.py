@@ -14,7 +14,6 @@ from quart import Blueprint, Response
 from quart_schema import validate_querystring, validate_request
 from quart_trio.wrappers import TrioResponse
 
-from .._errors import ValidationFailed
 from ..knowledge import (
     MAX_BATCH,
     MAX_LIMIT,
@@ -115,19 +114,15 @@ async def delete_fact(fact_id: str) -> Response:
 async def search(query_args: SearchQuery) -> dict[str, Any]:
     """Facts best matching ``q``, best first, under ``kb.search``.
 
-    ``mode`` ``keyword`` (BM25 over stemmed words) is the only one while no
-    embedding model is configured; ``semantic`` and ``hybrid`` then answer 422
-    ``embeddings_not_configured``.
+    ``mode``: ``keyword`` (BM25 over stemmed words), ``semantic`` (nearest
+    embeddings) or ``hybrid`` (both, fused by reciprocal rank); the default is
+    ``hybrid`` with an embedding model configured, else ``keyword``, and
+    without one ``semantic`` and ``hybrid`` answer 422
+    ``embeddings_not_configured``. A hybrid search whose semantic half failed
+    answers from keywords and says why in ``semantic_error``.
     """
-    mode = query_args.mode or "keyword"
-    if mode != "keyword":
-        raise ValidationFailed(
-            f"mode {mode!r} needs an embedding model (AUTOBOT_EMBED_MODEL), and none is configured",
-            code="embeddings_not_configured",
-            fields=[{"field": "mode", "message": "no embedding model is configured"}],
-        )
-    hits = await _base().search(query_args.q, query_args.limit)
-    return {"mode": mode, "results": [hit.to_json() for hit in hits]}
+    results = await _base().search(query_args.q, query_args.limit, query_args.mode)
+    return results.to_json()
 
 
 class CrawlRequest(BaseModel):

@@ -1,6 +1,6 @@
 """The knowledge base: facts, and the indexes that search them."""
 
-from ._base import MAX_LIMIT, WATCH_S, KnowledgeBase, SearchHit
+from ._base import MAX_LIMIT, MODES, WATCH_S, KnowledgeBase, SearchHit, SearchMode, SearchResults
 from ._crawl import Crawler, CrawlFailed
 from ._keyword import KEYWORD_THREADS, MARKER, KeywordIndex, KeywordIndexUnusable
 from ._limits import MAX_BATCH, MAX_METADATA_BYTES, MAX_TEXT_CHARS, NewFact
@@ -14,6 +14,7 @@ __all__ = [
     "MAX_METADATA_BYTES",
     "MAX_TEXT_CHARS",
     "MAX_URL_CHARS",
+    "MODES",
     "WATCH_S",
     "AddressPolicy",
     "CrawlFailed",
@@ -23,5 +24,7 @@ __all__ = [
     "KnowledgeBase",
     "NewFact",
     "SearchHit",
+    "SearchMode",
+    "SearchResults",
     "check_url",
 ]

@@ -31,10 +31,10 @@ and builds afresh.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import trio
 
@@ -44,12 +44,23 @@ from .._health import WatchedCheck, describe_error
 from .._logging import log_fields
 from ..files import run_file_io
 from ..storage import Fact, FactChange, Store
+from ._embeddings import EmbeddingSource
+from ._fusion import reciprocal_rank_fusion
 from ._index_dir import IndexDir, claim, new_suffix, release
 from ._keyword import KeywordIndex, KeywordIndexUnusable
 from ._limits import NewFact, check_batch, check_fact
 from ._scan import query_terms, scan
+from ._semantic import SemanticIndex
 
-__all__ = ["MAX_LIMIT", "WATCH_S", "KnowledgeBase", "SearchHit"]
+__all__ = [
+    "MAX_LIMIT",
+    "MODES",
+    "WATCH_S",
+    "KnowledgeBase",
+    "SearchHit",
+    "SearchMode",
+    "SearchResults",
+]
 
 log = logging.getLogger("autobot.knowledge")
 
@@ -61,6 +72,8 @@ MAX_LIMIT = 100
 _BATCH_WRITERS = 16
 # Changes read from the fact log at once.
 _LOG_BATCH = 1000
+# Candidates asked for beyond the limit, for facts deleted but not yet out of an index.
+_CANDIDATE_SLACK = 10
 # Rounds of asking the index for more hits when some were deleted meanwhile.
 _REFILL_ROUNDS = 3
 
@@ -82,6 +95,35 @@ def _hit(fact: Fact, score: float) -> SearchHit:
     return SearchHit(fact.id, fact.text, score, fact.metadata)
 
 
+SearchMode = Literal["keyword", "semantic", "hybrid"]
+MODES: tuple[SearchMode, ...] = ("keyword", "semantic", "hybrid")
+
+
+class SearchResults(list[SearchHit]):
+    """The hits of one search, best first, and how they were found.
+
+    ``semantic_error`` is the contract's error object when a ``hybrid``
+    search had to answer from keywords alone.
+    """
+
+    def __init__(
+        self,
+        hits: Iterable[SearchHit],
+        mode: SearchMode,
+        *,
+        semantic_error: dict[str, Any] | None = None,
+    ) -> None:
+        super().__init__(hits)
+        self.mode = mode
+        self.semantic_error = semantic_error
+
+    def to_json(self) -> dict[str, Any]:
+        body: dict[str, Any] = {"mode": self.mode, "results": [hit.to_json() for hit in self]}
+        if self.semantic_error is not None:
+            body["semantic_error"] = self.semantic_error
+        return body
+
+
 class KnowledgeCheck:
     """``knowledge`` in ``/api/health``: fails (``degraded``) while the index is not ready."""
 
@@ -98,7 +140,10 @@ class KnowledgeCheck:
                 f"the keyword index is not ready ({self._base.not_ready}); "
                 "searches scan the stored facts meanwhile"
             )
-        return {"index": "ready"}
+        status: dict[str, Any] = {"index": "ready"}
+        if self._base.semantic is not None:
+            status["semantic"] = self._base.semantic.status()
+        return status
 
 
 class KnowledgeBase:
@@ -109,7 +154,14 @@ class KnowledgeBase:
     supervised service that builds the index and follows other processes.
     """
 
-    def __init__(self, data_dir: Path, store: Callable[[], Store]) -> None:
+    def __init__(
+        self,
+        data_dir: Path,
+        store: Callable[[], Store],
+        *,
+        embed_model: str | None = None,
+        embeddings: Callable[[], EmbeddingSource] | None = None,
+    ) -> None:
         self._store_of = store
         self._root = Path(data_dir) / "knowledge"
         self.origin = new_suffix()
@@ -117,6 +169,11 @@ class KnowledgeBase:
         self.not_ready = "the knowledge service has not started"
         # This process's changes already in the index, for the log reader to skip.
         self._applied_here: set[tuple[str, str]] = set()
+        self.semantic: SemanticIndex | None = None
+        if embed_model is not None:
+            if embeddings is None:
+                raise ValueError("an embedding model needs a source of embeddings")
+            self.semantic = SemanticIndex(embed_model, embeddings, self._applied_here.update)
         self._rebuild = trio.Event()
         self.rebuilds = 0
         self.health_check = WatchedCheck(KnowledgeCheck(self), lambda: self.not_ready)
@@ -202,7 +259,12 @@ class KnowledgeBase:
             await self._changed(store, "delete", [Fact(fact_id, "")])
 
     async def _changed(self, store: Store, op: str, facts: list[Fact]) -> None:
-        """Bring this process's index up to date (the store has logged the change)."""
+        """Bring this process's indexes up to date (the store has logged the change)."""
+        if self.semantic is not None:
+            if op == "add":
+                self.semantic.queue(facts)
+            else:
+                self.semantic.forget(fact.id for fact in facts)
         index = self.index
         if index is None or not facts:
             return  # the service applies it from the log once the index is built
@@ -227,33 +289,119 @@ class KnowledgeBase:
 
     # -- search ------------------------------------------------------------------------
 
-    async def search(self, query: str, limit: int = 10) -> list[SearchHit]:
-        """The facts that best match the words of ``query``, best first, under ``kb.search``.
+    @property
+    def default_mode(self) -> SearchMode:
+        """``hybrid`` when an embedding model is configured, else ``keyword``."""
+        return "keyword" if self.semantic is None else "hybrid"
 
-        From the keyword index when it is ready (BM25, stemmed), else from a
-        scan of the stored facts. Every hit is read from the store: a fact
-        deleted since it was indexed is dropped, and the index asked for more.
+    async def search(
+        self, query: str, limit: int = 10, mode: SearchMode | None = None
+    ) -> SearchResults:
+        """The facts that best match ``query``, best first, under ``kb.search``.
+
+        ``keyword``: BM25 over stemmed words, from the keyword index when it
+        is ready, else from a scan of the stored facts. ``semantic``: the
+        nearest embeddings by cosine (``ServiceUnavailable`` while that index
+        is built; the provider's error when the query cannot be embedded).
+        ``hybrid`` (the default with a model): both at once, fused by
+        reciprocal rank; if the semantic half fails, the keyword half is
+        returned with the error in ``semantic_error``. Without a model,
+        ``semantic`` and ``hybrid`` are 422 ``embeddings_not_configured``.
+        Every hit is read from the store: a fact deleted since it was indexed
+        is never returned.
         """
         if not 1 <= limit <= MAX_LIMIT:
             raise ValidationFailed(
                 f"limit must be 1 to {MAX_LIMIT}",
                 fields=[{"field": "limit", "message": f"must be 1 to {MAX_LIMIT}"}],
             )
+        mode = self.default_mode if mode is None else mode
+        if mode not in MODES:
+            raise ValidationFailed(
+                f"mode must be one of {', '.join(MODES)}",
+                fields=[{"field": "mode", "message": f"must be one of {', '.join(MODES)}"}],
+            )
+        semantic = self.semantic
+        if mode != "keyword" and semantic is None:
+            raise ValidationFailed(
+                f"mode {mode!r} needs an embedding model (AUTOBOT_EMBED_MODEL), "
+                "and none is configured",
+                code="embeddings_not_configured",
+                fields=[{"field": "mode", "message": "no embedding model is configured"}],
+            )
         with deadline("kb.search"):
             if not query_terms(query):
                 await trio.lowlevel.checkpoint()
-                return []
+                return SearchResults([], mode)
             store = self._store_of()
-            index = self.index
-            if index is not None:
-                try:
-                    return await self._from_index(store, index, query, limit)
-                except KeywordIndexUnusable as error:
-                    self._unusable(index, describe_error(error))
-            return [
-                _hit(fact, score)
-                for fact, score in await scan(await store.list_facts(), query, limit)
-            ]
+            if mode == "keyword":
+                return SearchResults(await self._keyword_hits(store, query, limit), mode)
+            assert semantic is not None
+            wanted = limit + _CANDIDATE_SLACK
+            if mode == "semantic":
+                found = await semantic.search(query, wanted)
+                return SearchResults(await self._read(store, found, limit), mode)
+            return await self._hybrid(store, semantic, query, limit)
+
+    async def _hybrid(
+        self, store: Store, semantic: SemanticIndex, query: str, limit: int
+    ) -> SearchResults:
+        wanted = 2 * limit + _CANDIDATE_SLACK
+        rankings: dict[str, list[tuple[str, float]]] = {}
+        failure: list[AutoBotError] = []
+
+        async def keyword() -> None:
+            rankings["keyword"] = await self._keyword_ranking(store, query, wanted)
+
+        async def nearest() -> None:
+            try:
+                rankings["semantic"] = await semantic.search(query, wanted)
+            except AutoBotError as error:
+                failure.append(error)
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(keyword)
+            nursery.start_soon(nearest)
+        fused = reciprocal_rank_fusion([rankings["keyword"], rankings.get("semantic", [])], wanted)
+        hits = await self._read(store, fused, limit)
+        error = failure[0].to_body()["error"] if failure else None
+        if error is not None:
+            log.warning(
+                "hybrid search without its semantic half",
+                extra=log_fields(code=error["code"], error=error["message"]),
+            )
+        return SearchResults(hits, "hybrid", semantic_error=error)
+
+    async def _keyword_hits(self, store: Store, query: str, limit: int) -> list[SearchHit]:
+        index = self.index
+        if index is not None:
+            try:
+                return await self._from_index(store, index, query, limit)
+            except KeywordIndexUnusable as error:
+                self._unusable(index, describe_error(error))
+        return [
+            _hit(fact, score) for fact, score in await scan(await store.list_facts(), query, limit)
+        ]
+
+    async def _keyword_ranking(
+        self, store: Store, query: str, wanted: int
+    ) -> list[tuple[str, float]]:
+        index = self.index
+        if index is not None:
+            try:
+                return await index.search(query, wanted)
+            except KeywordIndexUnusable as error:
+                self._unusable(index, describe_error(error))
+        return [
+            (fact.id, score) for fact, score in await scan(await store.list_facts(), query, wanted)
+        ]
+
+    async def _read(
+        self, store: Store, found: Sequence[tuple[str, float]], limit: int
+    ) -> list[SearchHit]:
+        """The stored facts of ``found``, in its order, those deleted since left out."""
+        facts = await store.get_facts([fact_id for fact_id, _ in found])
+        return [_hit(facts[i], score) for i, score in found if i in facts][:limit]
 
     async def _from_index(
         self, store: Store, index: KeywordIndex, query: str, limit: int
@@ -296,6 +444,8 @@ class KnowledgeBase:
     async def _serve_one_index(self, store: Store, directory: Path) -> None:
         """Build an index from the facts and keep it in step; return when it must be rebuilt."""
         self.index = None
+        if self.semantic is not None:
+            self.semantic.unload()
         self._applied_here.clear()
         self._rebuild = trio.Event()
         if not self.not_ready.startswith("rebuilding"):
@@ -303,6 +453,8 @@ class KnowledgeBase:
         position = await store.fact_log_position()
         facts = await store.list_facts()
         index = await KeywordIndex.rebuild(directory, [(fact.id, fact.text) for fact in facts])
+        if self.semantic is not None:
+            await self.semantic.load(store, facts)
         # Catch up on what changed during the build before anyone searches this index.
         while (changes := await store.read_fact_log(position, _LOG_BATCH)) is not None and changes:
             await self._apply(store, index, changes)
@@ -316,6 +468,8 @@ class KnowledgeBase:
         log.info("keyword index ready", extra=log_fields(facts=len(facts)))
         async with trio.open_nursery() as nursery:
             nursery.start_soon(self._follow, store, index, position)
+            if self.semantic is not None:
+                nursery.start_soon(self.semantic.embed_queued, store)
             await self._watch()
             nursery.cancel_scope.cancel()
 
@@ -365,3 +519,5 @@ class KnowledgeBase:
         # An add whose fact is gone is skipped: it was deleted since, and that delete is logged.
         if deleted or facts:
             await index.change([(fact.id, fact.text) for fact in facts.values()], sorted(deleted))
+        if self.semantic is not None:
+            await self.semantic.apply(store, changes)
