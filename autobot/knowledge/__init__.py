@@ -1,13 +1,18 @@
 """The knowledge base: facts, and the indexes that search them."""
 
 from ._base import MAX_LIMIT, MODES, WATCH_S, KnowledgeBase, SearchHit, SearchMode, SearchResults
+from ._cpu import CPU_THREADS, cpu_limiter, run_cpu
 from ._crawl import Crawler, CrawlFailed
-from ._keyword import KEYWORD_THREADS, MARKER, KeywordIndex, KeywordIndexUnusable
+from ._embeddings import EMBED_BATCH, Embedder, EmbeddingSource
+from ._fusion import RRF_K, reciprocal_rank_fusion
+from ._keyword import MARKER, KeywordIndex, KeywordIndexUnusable
 from ._limits import MAX_BATCH, MAX_METADATA_BYTES, MAX_TEXT_CHARS, NewFact
 from ._url_guard import MAX_URL_CHARS, AddressPolicy, check_url
+from ._vectors import DimensionMismatch, VectorIndex
 
 __all__ = [
-    "KEYWORD_THREADS",
+    "CPU_THREADS",
+    "EMBED_BATCH",
     "MARKER",
     "MAX_BATCH",
     "MAX_LIMIT",
@@ -15,10 +20,14 @@ __all__ = [
     "MAX_TEXT_CHARS",
     "MAX_URL_CHARS",
     "MODES",
+    "RRF_K",
     "WATCH_S",
     "AddressPolicy",
     "CrawlFailed",
     "Crawler",
+    "DimensionMismatch",
+    "Embedder",
+    "EmbeddingSource",
     "KeywordIndex",
     "KeywordIndexUnusable",
     "KnowledgeBase",
@@ -26,5 +35,9 @@ __all__ = [
     "SearchHit",
     "SearchMode",
     "SearchResults",
+    "VectorIndex",
     "check_url",
+    "cpu_limiter",
+    "reciprocal_rank_fusion",
+    "run_cpu",
 ]

@@ -5,11 +5,12 @@ Porter stemming), the ranking and the storage; this module only maps fact ids
 to documents and keeps its calls off the event loop. Why Tantivy and not
 SQLite FTS5 or bm25s: ``docs/knowledge.md``.
 
-Every engine call runs in a thread behind :data:`KEYWORD_THREADS` of this
-module's limiter: a search under ``kb.search``, a write under ``file.io``. A
-cancelled call is abandoned (its thread finishes the one call; the limiter
-counts it until then). Writes also take a thread lock held by the thread
-itself, so an abandoned write still finishes before the next one starts.
+Every engine call runs in a thread behind the knowledge base's one CPU
+limiter (:mod:`._cpu`, shared with vector search): a search under
+``kb.search``, a write under ``file.io``. A cancelled call is abandoned (its
+thread finishes the one call; the limiter counts it until then). Writes
+also take a thread lock held by the thread itself, so an abandoned write
+still finishes before the next one starts.
 
 **Group commit.** A commit (segment files written, the searcher reloaded) costs
 tens of milliseconds whatever it holds, so the changes that arrive while one
@@ -36,17 +37,15 @@ from typing import Any, TypeVar
 
 import tantivy
 import trio
-from trio.lowlevel import RunVar
 
 from .._deadlines import deadline
 from .._errors import AutoBotError, ServiceUnavailable
+from ._cpu import run_cpu
 
-__all__ = ["KEYWORD_THREADS", "MARKER", "KeywordIndex", "KeywordIndexUnusable"]
+__all__ = ["MARKER", "KeywordIndex", "KeywordIndexUnusable"]
 
 T = TypeVar("T")
 
-#: Threads running engine calls at once, per Trio run.
-KEYWORD_THREADS = 2
 #: The version marker's file name inside the index directory.
 MARKER = "autobot-keyword.json"
 #: Bumped when the schema or the way facts are indexed changes.
@@ -56,7 +55,6 @@ REBUILD_BATCH = 5_000
 WRITER_HEAP = 64_000_000
 
 _WORD = re.compile(r"\w+")
-_limiter: RunVar[trio.CapacityLimiter] = RunVar("autobot.keyword_limiter")
 
 
 class KeywordIndexUnusable(ServiceUnavailable):
@@ -82,12 +80,7 @@ def _schema() -> tantivy.Schema:
 
 
 async def _in_thread(function: Callable[..., T], *args: Any) -> T:
-    try:
-        limiter = _limiter.get()
-    except LookupError:
-        limiter = trio.CapacityLimiter(KEYWORD_THREADS)
-        _limiter.set(limiter)
-    return await trio.to_thread.run_sync(function, *args, limiter=limiter, abandon_on_cancel=True)
+    return await run_cpu(function, *args)
 
 
 async def _write(function: Callable[..., T], *args: Any) -> T:

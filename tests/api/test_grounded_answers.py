@@ -343,3 +343,29 @@ def test_a_long_fact_is_cut_for_the_model() -> None:
     assert first.startswith("[fact f1] word")
     assert first.endswith("…") and len(first) <= len("[fact f1] ") + CONTEXT_FACT_CHARS
     assert second == "[fact f2] a short fact"
+
+
+async def test_a_stalled_embeddings_endpoint_costs_the_context_not_the_answer(
+    settings: Settings, fake_llm: FakeLLM
+) -> None:
+    async with grounded_server(
+        settings, fake_llm, deadlines={"kb.answer_context": 0.3}, embed_model="fake-embed"
+    ) as client:
+        await add_facts(client, FACTS)
+        await fake_llm.set_scenario(Scenario(tokens=["on ", "time"], embed_stall=True))
+        chat_id = await new_chat(client)
+        with trio.fail_after(10):
+            response = await client.post(
+                f"/api/chats/{chat_id}/messages",
+                json={"content": QUESTION, "knowledge": True, "stream": True},
+            )
+        events = parse_sse(response.text)
+        name, done = events[-1]
+        assert name == "done"
+        message = done["message"]
+        assert (message["content"], message["status"]) == ("on time", "complete")
+        assert message["sources"] == []
+        assert message["knowledge_error"]["code"] == "deadline_exceeded"
+        assert message["knowledge_error"]["scope"] == "kb.answer_context"
+        assert any(r.path == "/api/embed" for r in fake_llm.requests)  # the query was sent
+        assert fact_messages(fake_llm) == []
