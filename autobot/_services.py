@@ -122,7 +122,9 @@ class Services:
         self.stopped = trio.Event()
         self._long_lived: set[trio.CancelScope] = set()
         self.shutting_down = False
-        self.operations = OperationRunner(settings, lambda: self.store, metrics=self.metrics)
+        self.operations = OperationRunner(
+            settings, lambda: self.store, metrics=self.metrics, knowledge=lambda: self.knowledge
+        )
         self.metrics.watch_operations(self.operations.counts)
         self.agents = AgentBus(lambda: self.store)
         self.metrics.watch_agents(self.agents.counts)

@@ -287,6 +287,31 @@ class KnowledgeBase:
         self.not_ready = f"rebuilding: {reason}"
         self._rebuild.set()
 
+    # -- embeddings -------------------------------------------------------------------
+
+    async def unembedded(self) -> list[Fact]:
+        """The stored facts without an embedding by the configured model (none without one)."""
+        if self.semantic is None:
+            await trio.lowlevel.checkpoint()
+            return []
+        store = self._store_of()
+        facts = await store.list_facts()
+        stored = await store.list_fact_vectors(self.semantic.model)
+        return [fact for fact in facts if fact.id not in stored]
+
+    async def embed(self, facts: Sequence[Fact]) -> int:
+        """Embed and store these facts now (``kb_optimization``); how many were stored.
+
+        Raises the provider's error. ``ValidationFailed``
+        ``embeddings_not_configured`` without a model.
+        """
+        if self.semantic is None:
+            raise ValidationFailed(
+                "no embedding model is configured (AUTOBOT_EMBED_MODEL)",
+                code="embeddings_not_configured",
+            )
+        return await self.semantic.embed_facts(self._store_of(), facts)
+
     # -- search ------------------------------------------------------------------------
 
     @property

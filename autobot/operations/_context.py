@@ -52,6 +52,7 @@ from ._model import empty_progress
 
 if TYPE_CHECKING:
     from .._config import Settings
+    from ..knowledge import KnowledgeBase
     from ..storage import Store
 
 __all__ = ["ItemOutcome", "OperationContext", "OperationFailed"]
@@ -133,6 +134,7 @@ class OperationContext:
         failed_count: int = 0,
         save_checkpoint: Callable[[dict[str, Any]], Awaitable[None]],
         item_latency: LatencyHistogram | None = None,
+        knowledge: KnowledgeBase | None = None,
     ) -> None:
         self.id = operation_id
         self.type = type_name
@@ -145,6 +147,8 @@ class OperationContext:
         self._checkpoint_every_item = checkpoint_every_item
         self._save_checkpoint = save_checkpoint
         self._item_latency = item_latency or LatencyHistogram()
+        #: The process's knowledge base, for the types that keep it (None in bare runs).
+        self.knowledge = knowledge
         self._failures = list(failures)
         self._failed_count = failed_count
         self._progress = empty_progress()

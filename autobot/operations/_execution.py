@@ -27,6 +27,7 @@ from ._model import OperationStatus
 from ._registry import OperationRegistry, OperationType, registry
 
 if TYPE_CHECKING:
+    from ..knowledge import KnowledgeBase
     from ..storage import Store
 
 __all__ = ["Outcome", "execute", "run_operation"]
@@ -111,6 +112,7 @@ async def run_operation(
     estimated_items: int | None = None,
     types: OperationRegistry = registry,
     stop_when: Callable[[OperationContext], bool] | None = None,
+    knowledge: KnowledgeBase | None = None,
 ) -> LocalRun:
     """Run one operation in this task, without a runner: no queue, no lease, no record.
 
@@ -146,6 +148,7 @@ async def run_operation(
         failures=() if checkpoint is None else checkpoint.get("failures", ()),
         failed_count=0 if checkpoint is None else checkpoint.get("failed_count", 0),
         save_checkpoint=keep,
+        knowledge=knowledge,
     )
     with trio.CancelScope() as stopped:
         if stop_when is not None:

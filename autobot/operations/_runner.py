@@ -42,7 +42,7 @@ from .._logging import log_fields
 from .._metrics import Metrics
 from .._operation_profile import TimeoutProfile
 from ..files import resolve_client_path
-from ..knowledge import AddressPolicy, check_url
+from ..knowledge import AddressPolicy, KnowledgeBase, check_url
 from ..storage import Store, new_id, now
 from ._context import OperationContext
 from ._execution import Outcome, execute
@@ -121,8 +121,10 @@ class OperationRunner:
         *,
         types: OperationRegistry = registry,
         metrics: Metrics | None = None,
+        knowledge: Callable[[], KnowledgeBase] | None = None,
     ) -> None:
         self.settings = settings
+        self._knowledge = knowledge
         self._metrics = metrics
         self._store = store
         self.types = types
@@ -449,6 +451,7 @@ class OperationRunner:
             failed_count=checkpoint.get("failed_count", 0),
             save_checkpoint=save,
             item_latency=self._item_latency[op_type.name],
+            knowledge=None if self._knowledge is None else self._knowledge(),
         )
 
     async def _after_run(

@@ -13,10 +13,13 @@ from typing import Any
 import pytest
 
 from autobot import Settings
+from autobot.knowledge import KnowledgeBase
+from autobot.llm import open_llm
 from autobot.operations import OperationStatus, run_operation
 from autobot.operations.builtin._analysis import terms
 from autobot.storage import Priority, Store, open_embedded_store
 from tests.operations.conftest import interrupted
+from tests.support.fake_llm import FakeLLM, Scenario
 
 
 @pytest.fixture
@@ -77,6 +80,56 @@ async def test_kb_optimization_deletes_duplicates_keeping_the_oldest(
     assert again.outcome.result["duplicate_groups"] == 0
     with pytest.raises(Exception, match="dry_run"):
         await run_operation("kb_optimization", {"dry_run": "yes"}, settings=settings, store=store)
+
+
+async def test_kb_optimization_embeds_the_facts_without_an_embedding(
+    settings: Settings, store: Store, fake_llm: FakeLLM
+) -> None:
+    facts = [await store.put_fact(f"lighthouse number {n}") for n in range(300)]
+    async with open_llm("ollama", fake_llm.ollama_url, "chat") as llm:
+        base = KnowledgeBase(
+            settings.data_dir, lambda: store, embed_model="fake-embed", embeddings=lambda: llm
+        )
+        await base.embed(facts[:10])  # these have one already
+        await fake_llm.set_scenario(Scenario(embed_status=503))
+        failing = await run_operation(
+            "kb_optimization", {}, settings=settings, store=store, knowledge=base
+        )
+        result = failing.outcome.result
+        assert failing.outcome.status == OperationStatus.COMPLETED
+        assert (result["missing_embeddings"], result["embedded"]) == (290, 0)
+        assert result["embedding_failed"] == 290
+        assert len(await base.unembedded()) == 290  # still keyword-only
+
+        await fake_llm.set_scenario(Scenario())
+        dry = await run_operation(
+            "kb_optimization", {"dry_run": True}, settings=settings, store=store, knowledge=base
+        )
+        assert (dry.outcome.result["missing_embeddings"], dry.outcome.result["embedded"]) == (
+            290,
+            0,
+        )
+        run = await run_operation(
+            "kb_optimization", {}, settings=settings, store=store, knowledge=base
+        )
+        result = run.outcome.result
+        assert result["embedding_model"] == "fake-embed"
+        assert (result["missing_embeddings"], result["embedded"], result["embedding_failed"]) == (
+            290,
+            290,
+            0,
+        )
+        assert await base.unembedded() == []
+        stored = await store.get_fact_vectors("fake-embed", [facts[0].id, facts[299].id])
+        assert len(stored[facts[299].id]) == 256 * 4
+
+
+async def test_kb_optimization_without_a_model_embeds_nothing(
+    settings: Settings, store: Store
+) -> None:
+    await store.put_fact("a fact")
+    run = await run_operation("kb_optimization", {}, settings=settings, store=store)
+    assert run.outcome.result["embedding_model"] is None
 
 
 # -- vector_indexing -----------------------------------------------------------------------

@@ -27,6 +27,8 @@ from ._analysis import smooth_idf, terms
 __all__ = ["INDEX_FORMAT", "INDEX_VERSION", "duplicate_groups", "normalised_text"]
 
 _LISTED = 1000
+# Facts embedded per item of the embedding pass.
+_EMBED_BATCH = 256
 _GROUPS_LISTED = 100
 
 # -- kb_optimization ---------------------------------------------------------------------
@@ -103,6 +105,38 @@ async def remove_duplicates(ctx: OperationContext, state: dict[str, Any], *, dry
         await ctx.checkpoint(state, processed_items=state["groups"])
 
 
+async def embed_missing(ctx: OperationContext, *, dry_run: bool) -> dict[str, Any]:
+    """The embedding pass: facts without an embedding (a failed or lost one) get one.
+
+    Only with an embedding model configured. Each batch of
+    :data:`_EMBED_BATCH` facts is an item; a batch the provider fails is a
+    failed item and its facts stay keyword-only. Nothing is checkpointed: a
+    resumed run looks for the facts still missing one.
+    """
+    knowledge = ctx.knowledge
+    if knowledge is None or knowledge.semantic is None:
+        return {"embedding_model": None}
+    ctx.progress(step="finding facts without an embedding")
+    missing = await knowledge.unembedded()
+    embedded = failed = 0
+    if not dry_run:
+        batches = -(-len(missing) // _EMBED_BATCH)
+        ctx.progress(step="embedding", total=(ctx.total_items or 0) + batches)
+        for start in range(0, len(missing), _EMBED_BATCH):
+            batch = missing[start : start + _EMBED_BATCH]
+            async with ctx.item(f"embeddings of {len(batch)} facts") as outcome:
+                embedded += await knowledge.embed(batch)
+            if not outcome.ok:
+                failed += len(batch)
+            ctx.progress(advance=1)
+    return {
+        "embedding_model": knowledge.semantic.model,
+        "missing_embeddings": len(missing),
+        "embedded": embedded,
+        "embedding_failed": failed,
+    }
+
+
 @operation_type("kb_optimization", params=KbOptimizationParams)
 async def kb_optimization(ctx: OperationContext, params: KbOptimizationParams) -> dict[str, Any]:
     """Compact the knowledge base: delete duplicate facts, keeping the oldest of each.
@@ -120,7 +154,9 @@ async def kb_optimization(ctx: OperationContext, params: KbOptimizationParams) -
         "listed": [],
     }
     await remove_duplicates(ctx, state, dry_run=params.dry_run)
+    embedded = await embed_missing(ctx, dry_run=params.dry_run)
     return {
+        **embedded,
         "dry_run": params.dry_run,
         "duplicate_groups": state["groups"],
         "groups": state["listed"],
