@@ -23,6 +23,7 @@ from ._guards import install_guards
 from ._knowledge import knowledge
 from ._long_running import is_long_running
 from ._operations import operations
+from ._page import page
 from ._request import AutoBotHTTPConnection, AutoBotRequest, is_streamed_body
 from ._system import system
 
@@ -112,6 +113,7 @@ def create_app(
     app.register_blueprint(files)
     app.register_blueprint(agents)
     app.register_blueprint(knowledge)
+    app.register_blueprint(page)
 
     @app.before_serving
     async def open_services() -> None:
