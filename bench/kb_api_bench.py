@@ -14,9 +14,13 @@ started here. The facts are 12 words each from a 5,000-word vocabulary
   time, through ``GET /api/knowledge/search``;
 * the same while 20 clients keep adding facts, and the add rate meanwhile;
 * how long a fact added on one server takes to be found on another (``--redis``
-  only: a second server on the same Redis).
+  only: a second server on the same Redis);
+* with ``--embed``: the fake LLM of the tests (in this process) serves
+  256-dimension embeddings, and once every fact is embedded, semantic and
+  hybrid search p50/p99 through the API (each query embedded by the fake:
+  that round trip is part of the time), and how long embedding all took.
 
-    .venv/bin/python bench/kb_api_bench.py [--facts 100000] [--queries 1000] [--redis]
+    .venv/bin/python bench/kb_api_bench.py [--facts 100000] [--queries 1000] [--redis] [--embed]
 """
 
 from __future__ import annotations
@@ -35,6 +39,7 @@ import trio
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from tests.support.fake_llm import serve_fake_llm
 from tests.support.polling import eventually
 from tests.support.process import run_server
 from tests.support.redis_server import RedisProcesses
@@ -141,12 +146,14 @@ async def insert_singles(client: httpx.AsyncClient, corpus: Corpus) -> float:
     return SINGLE_ADDS / (time.perf_counter() - started)
 
 
-async def search_latencies(client: httpx.AsyncClient, queries: Sequence[str]) -> list[float]:
+async def search_latencies(
+    client: httpx.AsyncClient, queries: Sequence[str], mode: str = "keyword"
+) -> list[float]:
     taken = []
     for query in queries:
         started = time.perf_counter()
         response = await client.get(
-            "/api/knowledge/search", params={"q": query, "limit": 10, "mode": "keyword"}
+            "/api/knowledge/search", params={"q": query, "limit": 10, "mode": mode}
         )
         taken.append(time.perf_counter() - started)
         assert response.status_code == 200, response.text
@@ -201,9 +208,33 @@ async def propagation(one: httpx.AsyncClient, other: httpx.AsyncClient, rounds: 
     return taken
 
 
+async def all_embedded(client: httpx.AsyncClient) -> None:
+    async def done() -> bool:
+        check = (await client.get("/api/health")).json()["checks"]["knowledge"]
+        semantic = check.get("semantic") or {}
+        return semantic.get("vectors") == check["facts"] and semantic.get("waiting") == 0
+
+    with trio.fail_after(1800):
+        await eventually(done, interval_s=0.5)
+
+
 async def bench(args: argparse.Namespace, work: Path) -> None:
+    async with trio.open_nursery() as nursery:
+        llm_url = "http://127.0.0.1:9"
+        if args.embed:
+            fake = await nursery.start(
+                lambda task_status: serve_fake_llm(keep_records=False, task_status=task_status)
+            )
+            llm_url = fake.ollama_url
+        await measure(args, work, llm_url)
+        nursery.cancel_scope.cancel()
+
+
+async def measure(args: argparse.Namespace, work: Path, llm_url: str) -> None:
     corpus = Corpus()
-    environ = {"AUTOBOT_DATA_DIR": str(work / "data"), "AUTOBOT_LLM_URL": "http://127.0.0.1:9"}
+    environ = {"AUTOBOT_DATA_DIR": str(work / "data"), "AUTOBOT_LLM_URL": llm_url}
+    if args.embed:
+        environ["AUTOBOT_EMBED_MODEL"] = "fake-embed"
     redis = None
     if args.redis:
         redis = RedisProcesses(work / "redis").redis()
@@ -224,6 +255,13 @@ async def bench(args: argparse.Namespace, work: Path) -> None:
                 await search_latencies(client, queries[:50])  # warm
                 quiet = await search_latencies(client, queries)
                 loaded, load_rate = await search_under_load(client, corpus, queries[:500])
+                semantic = hybrid = None
+                if args.embed:
+                    started = time.perf_counter()
+                    await all_embedded(client)
+                    embed_wait = time.perf_counter() - started
+                    semantic = await search_latencies(client, queries[:300], "semantic")
+                    hybrid = await search_latencies(client, queries[:300], "hybrid")
                 spread = None
                 if args.redis:
                     async with (
@@ -254,6 +292,10 @@ async def bench(args: argparse.Namespace, work: Path) -> None:
         f"| keyword search while {LOAD_CLIENTS} clients add | {percentiles(loaded)} "
         f"({load_rate:,.0f} adds/s meanwhile) |"
     )
+    if semantic is not None and hybrid is not None:
+        print(f"| embedding the rest after the inserts ended | {embed_wait:.0f} s |")
+        print(f"| semantic search (256 dimensions) | {percentiles(semantic)} |")
+        print(f"| hybrid search | {percentiles(hybrid)} |")
     if spread is not None:
         print(f"| added on one server → found on another | {percentiles(spread)} |")
 
@@ -263,6 +305,7 @@ def main() -> None:
     parser.add_argument("--facts", type=int, default=100_000)
     parser.add_argument("--queries", type=int, default=1000)
     parser.add_argument("--redis", action="store_true", help="run on a redis-server")
+    parser.add_argument("--embed", action="store_true", help="embeddings from the fake LLM")
     parser.add_argument("--dir", type=Path, default=None, help="where the data directory goes")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(dir=args.dir) as work:

@@ -134,13 +134,14 @@ class KnowledgeCheck:
         self._base = base
 
     async def check(self) -> dict[str, Any]:
-        await trio.lowlevel.checkpoint()
         if self._base.index is None:
+            await trio.lowlevel.checkpoint()
             raise ServiceUnavailable(
                 f"the keyword index is not ready ({self._base.not_ready}); "
                 "searches scan the stored facts meanwhile"
             )
-        status: dict[str, Any] = {"index": "ready"}
+        index = self._base.index
+        status: dict[str, Any] = {"index": "ready", "facts": await index.count()}
         if self._base.semantic is not None:
             status["semantic"] = self._base.semantic.status()
         return status

@@ -189,4 +189,5 @@ async def test_the_health_check_reports_the_semantic_index(
             await eventually(lambda: embedded(base, len(CORPUS)))
         check = (await client.get("/api/health")).json()["checks"]["knowledge"]
         assert check["ok"] is True
+        assert check["facts"] == 4
         assert check["semantic"] == {"model": "fake-embed", "vectors": 4, "waiting": 0}
