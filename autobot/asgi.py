@@ -183,11 +183,14 @@ class ServedApp:
                     nursery.start_soon(self._watch_signals, worker)
                     if worker is not None:
                         nursery.start_soon(self._watch_worker, worker)
+                elif message["type"] == "lifespan.shutdown.complete":
+                    # Hypercorn cancels the lifespan as soon as it hears this.
+                    nursery.cancel_scope.cancel()
+                    log.info("stopped", extra=log_fields(pid=os.getpid()))
                 await send(message)
 
             await self.app(scope, receive, send_and_watch)
             nursery.cancel_scope.cancel()
-        log.info("stopped", extra=log_fields(pid=os.getpid()))
 
     def _begin_shutdown(self, why: str) -> None:
         if not self.services.shutting_down:
