@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 from autobot import ServiceUnavailable, StorageUnavailable
-from autobot.knowledge import KnowledgeBase, NewFact
+from autobot.knowledge import KeywordIndex, KnowledgeBase, NewFact
 from autobot.storage import Store, open_embedded_store
 
 
@@ -52,3 +52,19 @@ async def test_before_the_index_is_built_searches_scan_the_store(tmp_path: pathl
         assert [hit.id for hit in await base.search("turbines blades", 10)] == [one.id]
         with pytest.raises(ServiceUnavailable, match=r"not ready .*has not started"):
             await base.health_check.check()
+
+
+async def test_a_fact_deleted_elsewhere_is_not_returned_by_a_lagging_index(
+    tmp_path: pathlib.Path,
+) -> None:
+    async with open_embedded_store(tmp_path / "store") as store:
+        base = KnowledgeBase(tmp_path, lambda: store)
+        kept = await store.put_fact("Lighthouses guide ships.")
+        gone = await store.put_fact("Lighthouses warn of rocks.")
+        # An index that follows nothing: it lags behind every later change.
+        base.index = await KeywordIndex.rebuild(
+            tmp_path / "lagging", [(kept.id, kept.text), (gone.id, gone.text)]
+        )
+        await store.delete_fact(gone.id)  # as another process would
+        assert {i for i, _ in await base.index.search("lighthouse", 10)} == {kept.id, gone.id}
+        assert [hit.id for hit in await base.search("lighthouse", 10, "keyword")] == [kept.id]
