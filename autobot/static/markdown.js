@@ -2,9 +2,9 @@
 //
 // An answer comes from a language model and may say anything, including
 // "<script>" or "<img onerror=...>". Nothing here hands text to an HTML parser
-// (no innerHTML): every piece of the answer becomes a text node or the text of
-// an element we create ourselves, so markup in an answer shows as the characters
-// it is made of. Links are kept only for http:, https: and mailto: URLs.
+// (no markup is ever assigned to an element): every piece of the answer becomes
+// a text node or the text of an element we create ourselves, so markup in an
+// answer shows as the characters it is made of. Links are kept only for http:, https: and mailto: URLs.
 //
 // Covered: fenced code blocks (``` or ~~~, with a language name; an unclosed
 // fence runs to the end, as while an answer streams), headings, paragraphs with

@@ -148,13 +148,13 @@ class Stack:
         self.trio_thread.run(self.fake.set_scenario, scenario)
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def trio_thread() -> Iterator[TrioThread]:
     with TrioThread() as thread:
         yield thread
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def fake(trio_thread: TrioThread) -> FakeLLM:
     return trio_thread.start(serve_fake_llm)
 
@@ -174,7 +174,7 @@ def _server(trio_thread: TrioThread, data_dir: Path, llm_url: str, **extra: str)
     return Server(trio_thread, environ, data_dir).start()
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def stack(
     trio_thread: TrioThread, fake: FakeLLM, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Stack]:
