@@ -239,12 +239,16 @@ def _only_client_error(group: BaseExceptionGroup) -> ClientError | None:
 
 
 def run_async(function: Callable[..., Awaitable[_T]], *args: Any) -> _T:
-    """``trio.run(function, *args)``, with a :class:`ClientError` raised out of nurseries
-    raised as itself (not inside an exception group), so the command prints its line."""
+    """``trio.run(function, *args)``, with a :class:`ClientError` (or Ctrl-C's
+    ``KeyboardInterrupt``) raised out of nurseries raised as itself, not inside an
+    exception group, so the command prints its one line."""
     try:
         return trio.run(function, *args)
     except BaseExceptionGroup as group:
         error = _only_client_error(group)
-        if error is None:
-            raise
-        raise error from None
+        if error is not None:
+            raise error from None
+        interrupted, rest = group.split(KeyboardInterrupt)
+        if interrupted is not None and rest is None:
+            raise KeyboardInterrupt from None
+        raise
