@@ -300,10 +300,10 @@ function connect(chatId) {
       if (recovered) clearError();
       resolve(socket);
     });
-    socket.addEventListener("close", (event) => {
+    socket.addEventListener("close", () => {
       reject(new ApiError(0, { code: "disconnected", message: "the connection closed" }));
       if (state.socket !== socket) return;
-      disconnected(chatId, event);
+      disconnected(chatId);
     });
   });
   // Nobody may be waiting for the promise: a failed attempt is handled by "close".
@@ -321,7 +321,13 @@ function connect(chatId) {
 function disconnected(chatId) {
   state.socket = null;
   state.opened = null;
-  if (state.answer) endAnswer(null);
+  if (state.answer) {
+    // How it ended is in the history that the reconnect reads.
+    if (state.answer.frame !== null) cancelAnimationFrame(state.answer.frame);
+    state.answer.node.remove();
+    state.answer = null;
+    setStreaming(false);
+  }
   const delay = backoff(state.attempt);
   state.attempt += 1;
   setConnection("reconnecting", "reconnecting…");

@@ -14,7 +14,6 @@ exception fails the test, unless the test said it expects it
 
 from __future__ import annotations
 
-import os
 import re
 import shutil
 import socket
@@ -224,7 +223,6 @@ def browser() -> Iterator[Any]:
             headless=True,
             # No GPU, no first-run UI, nothing from the network but our servers.
             args=["--disable-gpu", "--no-first-run", "--disable-dev-shm-usage"],
-            env={**os.environ, "CHROME_LOG_FILE": os.devnull},
         )
         try:
             yield launched
@@ -270,6 +268,12 @@ def _open_page(browser: Any, viewport: dict[str, int]) -> Iterator[Watched]:
 @pytest.fixture
 def watched(browser: Any) -> Iterator[Watched]:
     """A fresh browser context at a laptop's size."""
+    yield from _open_page(browser, {"width": 1280, "height": 800})
+
+
+@pytest.fixture
+def second_tab(browser: Any) -> Iterator[Watched]:
+    """Another browser context (another device) at a laptop's size."""
     yield from _open_page(browser, {"width": 1280, "height": 800})
 
 

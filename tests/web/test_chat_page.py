@@ -21,7 +21,9 @@ def send(page, text: str) -> None:
 
 
 def chat_id(page) -> str:
-    page.wait_for_function("location.hash.startsWith('#chat=')")
+    # Predicates are functions: a bare expression is polled with eval(), which the
+    # page's Content-Security-Policy forbids.
+    page.wait_for_function("() => location.hash.startsWith('#chat=')")
     return page.evaluate("decodeURIComponent(location.hash.slice(6))")
 
 
@@ -209,7 +211,7 @@ def test_the_page_asks_for_the_token_and_keeps_it_for_the_tab(
     page.get_by_test_id("token-input").fill("wrong-token")
     page.get_by_test_id("token-submit").click()
     page.wait_for_function(
-        "document.getElementById('token-reason').textContent.includes('did not accept')"
+        "() => document.getElementById('token-reason').textContent.includes('did not accept')"
     )
     prompt.wait_for(state="visible")
     page.get_by_test_id("token-input").fill(TOKEN)
@@ -275,3 +277,34 @@ def test_the_page_works_at_phone_width(
     assert page.get_by_test_id("operation-type").is_visible()
     assert page.get_by_test_id("operation-start").is_visible()
     assert page.evaluate("document.documentElement.scrollWidth") <= 360
+
+
+def test_another_device_on_the_chat_sees_the_answer_stream_and_can_stop_it(
+    stack: Stack, scenario: Callable[[Scenario], None], watched: Watched, second_tab: Watched
+) -> None:
+    scenario(Scenario(tokens=400, token_delay=0.02))
+    asker, other = watched.page, second_tab.page
+    asker.goto(stack.url)
+    send(asker, "Seen twice")
+    chat = chat_id(asker)
+    asker.locator(ANSWER).first.wait_for()
+    other.goto(f"{stack.url}/#chat={chat}")
+
+    # The second page gets the tokens from the moment it connected.
+    other.wait_for_function(
+        """() => {
+            const node = [...document.querySelectorAll('[data-role="assistant"]')].pop();
+            return node && node.dataset.status === 'streaming'
+                && /t\\d+ t\\d+/.test(node.textContent);
+        }"""
+    )
+    assert other.get_by_test_id("stop").is_enabled()
+    other.get_by_test_id("stop").click()
+
+    for page in (asker, other):
+        page.wait_for_selector(f'{ANSWER}[data-status="cancelled"]')
+    other.wait_for_selector('[data-testid="message"][data-role="user"]:has-text("Seen twice")')
+    shown = [page.locator(ANSWER).last.locator(".body").inner_text() for page in (asker, other)]
+    assert shown[0] == shown[1]
+    assert shown[0].startswith("t0 t1 ")
+    assert stored(stack, chat)[-1]["status"] == "cancelled"
