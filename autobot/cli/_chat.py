@@ -163,6 +163,7 @@ class _Session:
     async def _converse(self) -> None:
         """Prompt, send, wait for the answer's end; until Ctrl-D."""
         while True:
+            self._mid_line = True  # the prompt: what another client's answer prints goes below
             try:
                 line = await trio.to_thread.run_sync(
                     input, PROMPT, abandon_on_cancel=True, limiter=self._input_limiter
@@ -170,6 +171,7 @@ class _Session:
             except EOFError:
                 self._write("\n")
                 return
+            self._mid_line = False  # the Enter that ended the line moved to the next one
             if not line.strip():
                 continue
             await self._ask(line)
