@@ -69,18 +69,20 @@ class Asset:
 
 
 def _load(directory: Path) -> dict[str, Asset]:
-    """Every regular file under ``directory``, by its relative POSIX path."""
+    """The regular files directly in ``directory``, by name.
+
+    Subfolders are not the page's (``static/docs`` holds the API docs UI,
+    served by its own route).
+    """
     assets: dict[str, Asset] = {}
-    for path in sorted(directory.rglob("*")):
+    for path in sorted(directory.iterdir()):
         if not path.is_file() or path.name.startswith("."):
             continue
         body = path.read_bytes()
         suffix = path.suffix.lower()
         content_type = _TYPES.get(suffix) or mimetypes.guess_type(path.name)[0]
         etag = '"' + hashlib.sha256(body).hexdigest()[:32] + '"'
-        assets[path.relative_to(directory).as_posix()] = Asset(
-            body, content_type or "application/octet-stream", etag
-        )
+        assets[path.name] = Asset(body, content_type or "application/octet-stream", etag)
     return assets
 
 
@@ -105,7 +107,7 @@ async def index() -> Response:
     return _answer("index.html")
 
 
-@page.get("/assets/<path:name>")
+@page.get("/assets/<name>")
 async def asset(name: str) -> Response:
     """A script, style sheet or image of the page; anything else is 404."""
     return _answer(name)

@@ -49,7 +49,9 @@ async def test_the_page_is_served_with_a_strict_policy(tmp_path: Path) -> None:
         assert again.content == b""
 
 
-@pytest.mark.parametrize("path", ["/assets/nope.js", "/assets/../_page.py", "/assets/"])
+@pytest.mark.parametrize(
+    "path", ["/assets/nope.js", "/assets/../_page.py", "/assets/", "/assets/docs/index.html"]
+)
 async def test_only_the_page_files_are_served(tmp_path: Path, path: str) -> None:
     async with served(create_app(_settings(tmp_path))) as client:
         response = await client.get(path)
