@@ -226,6 +226,14 @@ assert set(_FIELDS) | {"deadlines", "operation_profiles"} == {f.name for f in fi
 
 _DEADLINE_VARS = {spec.env_var: spec.name for spec in SCOPES}
 
+#: ``(shorter, longer, what the longer is)``: scope budgets that must stay in this order,
+#: or the settings are refused (a check longer than its answer, a beat longer than its lease).
+DEADLINE_ORDER: tuple[tuple[str, str, str], ...] = (
+    ("health.check", "health", "health deadline"),
+    ("agent.heartbeat", "agent.presence", "agent presence"),
+    ("operation.heartbeat", "operation.lease", "operation lease"),
+)
+
 
 def _read_toml(path: Path) -> dict[str, Any]:
     try:
@@ -301,22 +309,11 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
 
     settings = replace(Settings(), **values)
     table = settings.deadline_table()
-    health_s, check_s = table.budget("health"), table.budget("health.check")
-    if check_s >= health_s:
-        raise ConfigError(
-            "AUTOBOT_DEADLINE_HEALTH_CHECK",
-            f"{check_s:g} s must be shorter than the health deadline ({health_s:g} s)",
-        )
-    agent_beat_s, presence_s = table.budget("agent.heartbeat"), table.budget("agent.presence")
-    if agent_beat_s >= presence_s:
-        raise ConfigError(
-            "AUTOBOT_DEADLINE_AGENT_HEARTBEAT",
-            f"{agent_beat_s:g} s must be shorter than the agent presence ({presence_s:g} s)",
-        )
-    heartbeat_s, lease_s = table.budget("operation.heartbeat"), table.budget("operation.lease")
-    if heartbeat_s >= lease_s:
-        raise ConfigError(
-            "AUTOBOT_DEADLINE_OPERATION_HEARTBEAT",
-            f"{heartbeat_s:g} s must be shorter than the operation lease ({lease_s:g} s)",
-        )
+    for shorter, longer, what in DEADLINE_ORDER:
+        short_s, long_s = table.budget(shorter), table.budget(longer)
+        if short_s >= long_s:
+            variable = next(spec.env_var for spec in SCOPES if spec.name == shorter)
+            raise ConfigError(
+                variable, f"{short_s:g} s must be shorter than the {what} ({long_s:g} s)"
+            )
     return settings

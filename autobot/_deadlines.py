@@ -105,6 +105,12 @@ SCOPES: tuple[ScopeSpec, ...] = (
         "the longest silence while a streamed upload's body arrives (a whole upload may "
         "take as long as it keeps sending)",
     ),
+    ScopeSpec(
+        "client.close",
+        1.0,
+        "a command-line client closing its WebSocket to the server (a server that hangs "
+        "on the close handshake is left behind)",
+    ),
     ScopeSpec("service.start", 10.0, "opening the app's services at start-up"),
     ScopeSpec("service.stop", 5.0, "closing the app's services at shutdown"),
     ScopeSpec("server.shutdown", 3.0, "open connections finishing after SIGTERM/SIGINT"),

@@ -222,7 +222,7 @@ class ServerClient:
             finally:
                 with trio.CancelScope(shield=True):
                     try:
-                        with deadline("http.request"):
+                        with deadline("client.close"):
                             await connection.aclose()
                     except DeadlineExceeded:
                         pass  # a server that hangs on the close handshake is left behind

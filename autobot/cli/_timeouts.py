@@ -30,7 +30,7 @@ from typing import Any
 from rich.table import Table
 from rich.text import Text
 
-from .._config import ConfigError, load_settings
+from .._config import DEADLINE_ORDER, ConfigError, load_settings
 from .._deadlines import SCOPES
 from ._client import EXIT_USAGE, ClientError, ServerClient, run_async
 from ._output import console, format_seconds
@@ -49,11 +49,7 @@ MARKER = "# Deadline budgets written by `autobot timeouts --write`."
 
 _DEFAULTS = {spec.name: spec.default_s for spec in SCOPES}
 # (shorter, longer): the settings loader refuses a file in which shorter >= longer.
-_ORDERED = (
-    ("health.check", "health"),
-    ("agent.heartbeat", "agent.presence"),
-    ("operation.heartbeat", "operation.lease"),
-)
+_ORDERED = tuple((shorter, longer) for shorter, longer, _ in DEADLINE_ORDER)
 
 
 async def fetch_deadlines(client: ServerClient) -> dict[str, dict[str, Any]]:
