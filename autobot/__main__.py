@@ -34,10 +34,17 @@ STATUSES = ("queued", "running", "completed", "failed", "cancelled", "timed_out"
 
 def _serve(settings: Settings, _args: argparse.Namespace) -> int:
     from ._server import run
+    from ._serving_claim import Refused, claim_embedded_store
 
     print(f"AutoBot {__version__}", file=sys.stderr)
     for line in settings.summary():
         print(f"  {line}", file=sys.stderr)
+    if settings.redis_url is None:
+        try:
+            claim_embedded_store(settings)  # its lock is held until the process ends
+        except Refused as error:
+            print(f"error: {error}", file=sys.stderr)
+            return EXIT_CONFIG_ERROR
     run(settings)
     return 0
 
