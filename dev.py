@@ -2,11 +2,11 @@
 """Set up and run AutoBot from a fresh clone with nothing but python3.
 
     python3 dev.py serve   # create .venv, install AutoBot, run the server
-    python3 dev.py test    # also install test tools and redis-server, lint, run the suite
+    python3 dev.py test    # also install test tools, redis-server and chromium, lint, run the suite
 
 Each step is skipped when already done: the virtual environment is reinstalled
-only when pyproject.toml changes, and redis-server is installed (with apt-get)
-only when it is not on the PATH. Extra arguments go to run.py or to pytest.
+only when pyproject.toml changes, and redis-server and chromium are installed
+(with apt-get) only when they are not on the PATH. Extra arguments go to run.py or to pytest.
 """
 
 from __future__ import annotations
@@ -78,6 +78,12 @@ def ensure_redis_server() -> None:
         apt_install("redis-server")
 
 
+def ensure_chromium() -> None:
+    """The web page's tests drive Debian's chromium; Playwright never downloads a browser."""
+    if not (shutil.which("chromium") or shutil.which("chromium-browser")):
+        apt_install("chromium")
+
+
 def serve(args: list[str]) -> None:
     ensure_venv("")
     os.execv(PYTHON, [str(PYTHON), str(ROOT / "run.py"), *args])
@@ -86,6 +92,7 @@ def serve(args: list[str]) -> None:
 def test(args: list[str]) -> None:
     ensure_venv("[test]")
     ensure_redis_server()
+    ensure_chromium()
     bin_dir = VENV / "bin"
     say("lint: ruff")
     run(bin_dir / "ruff", "check", ".")
