@@ -6,9 +6,9 @@ from collections.abc import Sequence
 from typing import Any, cast
 
 from quart import request, websocket
-from quart_schema import QuartSchema
 from quart_trio import QuartTrio
 
+from .. import __version__
 from .._config import Settings, load_settings
 from .._deadlines import deadline, install_deadlines
 from .._health import HealthCheck
@@ -17,11 +17,13 @@ from ._access_log import ROUTE_KEY, AccessLog
 from ._agents import agents
 from ._auth import install_auth
 from ._chats import chats
+from ._docs_ui import docs_ui
 from ._error_handlers import register_error_handlers
 from ._files import files
 from ._guards import install_guards
 from ._knowledge import knowledge
 from ._long_running import is_long_running
+from ._openapi import install_openapi
 from ._operations import operations
 from ._page import page
 from ._request import AutoBotHTTPConnection, AutoBotRequest, is_streamed_body
@@ -86,13 +88,7 @@ def create_app(
     services = Services(settings, extra_health_checks=extra_health_checks)
     app.extensions["autobot.services"] = services
 
-    QuartSchema(
-        app,
-        openapi_path="/api/openapi.json",
-        swagger_ui_path="/api/docs",
-        redoc_ui_path=None,
-        scalar_ui_path=None,
-    )
+    install_openapi(app, version=__version__)
     register_error_handlers(app)
 
     @app.before_request
@@ -114,6 +110,7 @@ def create_app(
     app.register_blueprint(agents)
     app.register_blueprint(knowledge)
     app.register_blueprint(page)
+    app.register_blueprint(docs_ui)
 
     @app.before_serving
     async def open_services() -> None:

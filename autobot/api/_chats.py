@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import json
 import logging
-from typing import Any
+from typing import Any, Literal
 
 import trio
-from pydantic import BaseModel, Field, StrictBool, field_validator
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, field_validator
+from pydantic.json_schema import SkipJsonSchema
 from quart import Blueprint, Response, websocket
-from quart_schema import validate_querystring, validate_request
+from quart_schema import document_response, validate_querystring, validate_request
 from quart_trio.wrappers import TrioResponse
 
 from .._errors import AutoBotError, BadRequest, LLMFailure, echo
@@ -28,6 +29,7 @@ from ._context import services
 from ._event_stream import event_stream_response
 from ._json_body import parse_json
 from ._long_running import long_running
+from ._openapi import ErrorDetail, errors, event_stream, openapi_extra, websocket_messages
 from ._query import QueryInt
 
 __all__ = ["chats"]
@@ -76,6 +78,129 @@ class LegacyMessage(BaseModel):
     _message_not_blank = field_validator("message")(_not_blank)
 
 
+# -- response models (the OpenAPI document's; the storage records make the bodies) ---------
+
+
+class ChatInfo(BaseModel):
+    id: str
+    title: str
+    created_at: str
+    updated_at: str
+    message_count: int
+
+
+class Source(BaseModel):
+    """A fact given to the model for a grounded answer."""
+
+    id: str
+    score: float
+
+
+class KnowledgeError(BaseModel):
+    """Why a grounded answer has no sources: its search failed or expired."""
+
+    model_config = ConfigDict(extra="allow")
+
+    code: str
+    message: str
+
+
+class ChatMessage(BaseModel):
+    """A stored message; ``sources``/``knowledge_error`` only on grounded answers."""
+
+    id: str
+    role: Literal["user", "assistant"]
+    content: str
+    created_at: str
+    status: Literal["complete", "cancelled", "failed"]
+    sources: list[Source] | SkipJsonSchema[None] = None
+    knowledge_error: KnowledgeError | SkipJsonSchema[None] = None
+
+
+class ChatList(BaseModel):
+    chats: list[ChatInfo]
+
+
+class ChatCreated(BaseModel):
+    chat: ChatInfo
+
+
+class ChatDetail(BaseModel):
+    chat: ChatInfo
+    messages: list[ChatMessage]
+
+
+class AnswerMessage(BaseModel):
+    """The assistant's answer, stored (not streamed)."""
+
+    message: ChatMessage
+
+
+class LegacyAnswerMessage(BaseModel):
+    message: ChatMessage
+    chat_id: str
+
+
+class TokenEvent(BaseModel):
+    """SSE ``token`` / WebSocket ``token``: the next piece of the answer."""
+
+    type: Literal["token"] | SkipJsonSchema[None] = Field(
+        default=None, description="WebSocket only"
+    )
+    delta: str
+
+
+class DoneEvent(BaseModel):
+    """SSE ``done`` / WebSocket ``done`` (or ``cancelled``): the stored answer."""
+
+    type: Literal["done", "cancelled"] | SkipJsonSchema[None] = Field(
+        default=None, description="WebSocket only"
+    )
+    message: ChatMessage
+
+
+class ErrorEvent(BaseModel):
+    """SSE ``error`` / WebSocket ``error``: the answer failed (stored as far as it came)."""
+
+    type: Literal["error"] | SkipJsonSchema[None] = Field(
+        default=None, description="WebSocket only"
+    )
+    error: ErrorDetail
+    message: ChatMessage | None = None
+
+
+class ClientMessage(BaseModel):
+    """WebSocket ``message``: ask for an answer."""
+
+    type: Literal["message"]
+    content: str = Field(min_length=1, max_length=MAX_CONTENT_CHARS)
+    model: str | None = None
+    knowledge: bool = False
+
+
+class ClientCancel(BaseModel):
+    """WebSocket ``cancel``: stop the answer in progress, for every client."""
+
+    type: Literal["cancel"]
+
+
+_EVENT_STREAM = {
+    "responses": {
+        "200": {
+            "description": 'the answer: JSON, or with "stream": true server-sent events'
+            " (`token`, then `done` or `error`; `: keepalive` comments)",
+            "content": {
+                "text/event-stream": event_stream(
+                    {"token": TokenEvent, "done": DoneEvent, "error": ErrorEvent}
+                )
+            },
+        }
+    }
+}
+
+_NO_CONTENT = {"responses": {"204": {"description": "deleted"}}}
+
+
 def _chat_service() -> ChatService:
     return services().chat
 
@@ -102,10 +227,11 @@ async def _delete(chat_id: str) -> Response:
 # -- chats ---------------------------------------------------------------------------------
 
 
-@chats.get("/api/chats")
 @chats.get("/api/list_sessions")  # AutoBot's legacy names for the same list
 @chats.get("/api/chat_sessions")
+@chats.get("/api/chats")
 @validate_querystring(ChatListQuery)
+@document_response(ChatList)
 async def list_chats(query_args: ChatListQuery) -> dict[str, Any]:
     """Chats, newest first (``limit`` up to 1000, ``offset``)."""
     listed = await _chat_service().list_chats(query_args.limit, query_args.offset)
@@ -114,17 +240,20 @@ async def list_chats(query_args: ChatListQuery) -> dict[str, Any]:
 
 @chats.post("/api/chats")
 @validate_request(NewChat)
+@document_response(ChatCreated, 201)
 async def create_chat(data: NewChat) -> tuple[dict[str, Any], int]:
     chat: Chat = await _chat_service().create_chat(data.title)
     return {"chat": chat.to_json()}, 201
 
 
 @chats.get("/api/chats/<chat_id>")
+@document_response(ChatDetail)
 async def get_chat(chat_id: str) -> dict[str, Any]:
     return await _chat_detail(chat_id)
 
 
 @chats.delete("/api/chats/<chat_id>")
+@openapi_extra(_NO_CONTENT)
 async def delete_chat(chat_id: str) -> Response:
     return await _delete(chat_id)
 
@@ -168,6 +297,9 @@ def _stream_answer(answer: Answer) -> Response:
 
 @chats.post("/api/chats/<chat_id>/messages")
 @validate_request(NewMessage)
+@document_response(AnswerMessage)
+@openapi_extra(_EVENT_STREAM)
+@errors(409, 502)
 @long_running
 async def post_message(chat_id: str, data: NewMessage) -> Any:
     """Ask for an answer: JSON when the answer is complete, or a stream of events.
@@ -233,6 +365,16 @@ async def _forward_events(events: Any) -> None:
 
 
 @chats.websocket("/api/chats/<chat_id>/ws")
+@websocket_messages(
+    "Every event of the chat's answers, for every client connected to it (any process).",
+    client={"message": ClientMessage, "cancel": ClientCancel},
+    server={
+        "token": TokenEvent,
+        "done": DoneEvent,
+        "cancelled": DoneEvent,
+        "error": ErrorEvent,
+    },
+)
 async def chat_socket(chat_id: str) -> None:
     """Every client of a chat gets every event of its answers, from any process.
 
@@ -265,18 +407,24 @@ async def _serve_socket(chat_id: str, service: ChatService, events: Any) -> None
 
 @chats.get("/api/history")
 @validate_querystring(ChatIdQuery)
+@document_response(ChatDetail)
+@errors(404)
 async def legacy_history(query_args: ChatIdQuery) -> dict[str, Any]:
     return await _chat_detail(query_args.chat_id)
 
 
 @chats.delete("/api/delete_session")
 @validate_querystring(ChatIdQuery)
+@openapi_extra(_NO_CONTENT)
+@errors(404)
 async def legacy_delete_session(query_args: ChatIdQuery) -> Response:
     return await _delete(query_args.chat_id)
 
 
 @chats.post("/api/send_message")
 @validate_request(LegacyMessage)
+@document_response(LegacyAnswerMessage)
+@errors(404, 409, 502)
 @long_running
 async def legacy_send_message(data: LegacyMessage) -> dict[str, Any]:
     """Like ``POST /api/chats/<id>/messages`` (not streamed), creating the chat if needed."""

@@ -24,13 +24,13 @@ import mimetypes
 import re
 from datetime import UTC, datetime
 from email.utils import formatdate, parsedate_to_datetime
-from typing import Any, cast
+from typing import Any, Literal, cast
 
 import trio
 from pydantic import BaseModel, ConfigDict, StrictBool, StrictStr
 from quart import Blueprint, Response, after_this_request, request
 from quart.wrappers.response import ResponseBody
-from quart_schema import validate_querystring, validate_request
+from quart_schema import document_response, validate_querystring, validate_request
 from quart_trio.wrappers import TrioResponse
 from werkzeug.exceptions import RequestEntityTooLarge
 
@@ -45,6 +45,7 @@ from .._errors import (
 from .._nursery import background_nursery
 from ..files import Entry, FileReader, FilesRoot, FileWriter, check_client_path
 from ._context import services
+from ._openapi import errors, openapi_extra
 from ._query import QueryBool
 from ._request import AutoBotRequest, streamed_body
 
@@ -95,6 +96,46 @@ class MakeDirectory(_Strict):
     parents: StrictBool = False
 
 
+class FileEntry(BaseModel):
+    name: str
+    type: Literal["file", "dir"]
+    size: int
+    modified: str
+
+
+class Listing(BaseModel):
+    entries: list[FileEntry]
+
+
+class MadeDirectory(BaseModel):
+    path: str
+
+
+class Written(BaseModel):
+    path: str
+    size: int
+
+
+_BYTES = {"*/*": {"schema": {"type": "string", "format": "binary"}}}
+_DOWNLOAD = {
+    "responses": {
+        "200": {
+            "description": "the file's bytes, streamed (Content-Type by its name)",
+            "content": _BYTES,
+        },
+        "206": {"description": "the byte range asked for with Range", "content": _BYTES},
+        "304": {"description": "the client's copy (If-None-Match, If-Modified-Since) is current"},
+    }
+}
+_UPLOAD = {
+    "requestBody": {
+        "required": True,
+        "description": "the file's new content, raw (any Content-Type)",
+        "content": {"application/octet-stream": {"schema": {"type": "string", "format": "binary"}}},
+    }
+}
+
+
 def _root() -> FilesRoot:
     return FilesRoot(services().settings.data_dir / "files")
 
@@ -122,6 +163,8 @@ def _entry(entry: Entry) -> dict[str, Any]:
 
 @files.get("/api/files")
 @validate_querystring(ListQuery)
+@document_response(Listing)
+@errors(404, 409)
 async def list_files(query_args: ListQuery) -> dict[str, Any]:
     """A directory's entries, sorted by name (at most 10,000: else 422 ``too_many_entries``)."""
     entries = await _root().list(query_args.path)
@@ -130,6 +173,8 @@ async def list_files(query_args: ListQuery) -> dict[str, Any]:
 
 @files.post("/api/files/mkdir")
 @validate_request(MakeDirectory)
+@document_response(MadeDirectory, 201)
+@errors(404, 409)
 async def make_directory(data: MakeDirectory) -> tuple[dict[str, Any], int]:
     await _root().mkdir(data.path, parents=data.parents)
     return {"path": _normal(data.path)}, 201
@@ -137,6 +182,8 @@ async def make_directory(data: MakeDirectory) -> tuple[dict[str, Any], int]:
 
 @files.delete("/api/files")
 @validate_querystring(DeleteQuery)
+@openapi_extra({"responses": {"204": {"description": "deleted"}}})
+@errors(404, 409)
 async def delete_file(query_args: DeleteQuery) -> tuple[str, int]:
     await _root().delete(query_args.path, recursive=query_args.recursive)
     return "", 204
@@ -298,6 +345,8 @@ def _content_response(reader: FileReader, client_path: str) -> Response:
 
 @files.get("/api/files/content")
 @validate_querystring(PathQuery)
+@openapi_extra(_DOWNLOAD)
+@errors(404, 409, 416)
 async def download_file(query_args: PathQuery) -> Response:
     """The file's bytes, streamed (206 for a ``Range``, 304 when the client's copy is current)."""
     reader = await _root().open(query_args.path)
@@ -402,6 +451,9 @@ async def _receive_into(writer: FileWriter, incoming: AutoBotRequest) -> None:
 @files.put("/api/files/content")
 @streamed_body
 @validate_querystring(UploadQuery)
+@document_response(Written, 201)
+@openapi_extra(_UPLOAD)
+@errors(404, 408, 409, 413)
 async def upload_file(query_args: UploadQuery) -> tuple[dict[str, Any], int]:
     """The raw body as the file's new content: whole, or not at all.
 

@@ -10,8 +10,9 @@ from __future__ import annotations
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr, field_validator
+from pydantic.json_schema import SkipJsonSchema
 from quart import Blueprint, Response
-from quart_schema import validate_querystring, validate_request
+from quart_schema import document_response, validate_querystring, validate_request
 from quart_trio.wrappers import TrioResponse
 
 from ..knowledge import (
@@ -27,6 +28,8 @@ from ..knowledge import (
 from ..knowledge import NewFact as NewFactValue
 from ..operations import DEFAULT_MAX_PAGES, MAX_PAGES, OperationPriority
 from ._context import services
+from ._openapi import ErrorDetail, openapi_extra
+from ._operations import OperationStarted
 from ._query import QueryInt
 
 __all__ = ["knowledge"]
@@ -59,6 +62,28 @@ class AddedMany(BaseModel):
     ids: list[str]
 
 
+class StoredFact(BaseModel):
+    id: str
+    text: str
+    metadata: dict[str, Any]
+    created_at: str
+
+
+class SearchHitOut(BaseModel):
+    id: str
+    text: str
+    score: float = Field(description="higher is better")
+    metadata: dict[str, Any]
+
+
+class SearchResultsOut(BaseModel):
+    mode: Mode
+    results: list[SearchHitOut]
+    semantic_error: ErrorDetail | SkipJsonSchema[None] = Field(
+        default=None, description="why a hybrid search answered from keywords alone"
+    )
+
+
 class SearchQuery(BaseModel):
     q: str = Field(max_length=4096)
     limit: QueryInt = Field(default=10, ge=1, le=MAX_LIMIT)
@@ -82,6 +107,7 @@ def _value(fact: NewFact) -> NewFactValue:
 
 @knowledge.post("/api/knowledge/facts")
 @validate_request(NewFact)
+@document_response(Added, 201)
 async def add_fact(data: NewFact) -> tuple[dict[str, Any], int]:
     """Store a fact; searchable on this server when the answer comes, on others soon after."""
     fact = await _base().add(data.text, data.metadata)
@@ -90,6 +116,7 @@ async def add_fact(data: NewFact) -> tuple[dict[str, Any], int]:
 
 @knowledge.post("/api/knowledge/facts/batch")
 @validate_request(NewFacts)
+@document_response(AddedMany, 201)
 async def add_facts(data: NewFacts) -> tuple[dict[str, Any], int]:
     """Store 1 to 1,000 facts, all or none; ids in the order given."""
     facts = await _base().add_many([_value(fact) for fact in data.facts])
@@ -97,12 +124,14 @@ async def add_facts(data: NewFacts) -> tuple[dict[str, Any], int]:
 
 
 @knowledge.get("/api/knowledge/facts/<fact_id>")
+@document_response(StoredFact)
 async def get_fact(fact_id: str) -> dict[str, Any]:
     fact = await _base().get(fact_id)
     return fact.to_json()
 
 
 @knowledge.delete("/api/knowledge/facts/<fact_id>")
+@openapi_extra({"responses": {"204": {"description": "deleted"}}})
 async def delete_fact(fact_id: str) -> Response:
     """Delete a fact: no later search on any server returns it."""
     await _base().delete(fact_id)
@@ -111,6 +140,7 @@ async def delete_fact(fact_id: str) -> Response:
 
 @knowledge.get("/api/knowledge/search")
 @validate_querystring(SearchQuery)
+@document_response(SearchResultsOut)
 async def search(query_args: SearchQuery) -> dict[str, Any]:
     """Facts best matching ``q``, best first, under ``kb.search``.
 
@@ -135,6 +165,7 @@ class CrawlRequest(BaseModel):
 
 @knowledge.post("/api/knowledge/crawl")
 @validate_request(CrawlRequest)
+@document_response(OperationStarted, 202)
 async def crawl(data: CrawlRequest) -> tuple[dict[str, Any], int]:
     """Crawl the URL's site into facts: a ``kb_population`` operation, 202 with its id.
 

@@ -7,8 +7,9 @@ from typing import Any, Literal
 
 import trio
 from pydantic import BaseModel, ConfigDict, Field
+from pydantic.json_schema import SkipJsonSchema
 from quart import Blueprint, websocket
-from quart_schema import validate_querystring, validate_request
+from quart_schema import document_response, validate_querystring, validate_request
 
 from ..operations import (
     FINISHED,
@@ -19,6 +20,7 @@ from ..operations import (
     progress_channel,
 )
 from ._context import services
+from ._openapi import ErrorDetail, errors, websocket_messages
 
 __all__ = ["operations"]
 
@@ -54,6 +56,98 @@ class OperationListQuery(BaseModel):
     type: str | None = Field(default=None, max_length=100)
 
 
+# -- response models (the OpenAPI document's; the runner makes the bodies) -----------------
+
+
+class Progress(BaseModel):
+    current_step: str | None
+    progress_percentage: float
+    processed_items: int
+    total_items: int | None
+    items_per_second: float
+    estimated_completion: str | None
+    status_message: str | None
+
+
+class Checkpoint(BaseModel):
+    """The last checkpoint saved: a resume continues from there."""
+
+    model_config = ConfigDict(extra="allow")
+
+    processed_items: int
+    created_at: str
+
+
+class Operation(BaseModel):
+    id: str
+    type: str
+    status: OperationStatus
+    priority: PriorityName
+    created_at: str
+    started_at: str | None
+    finished_at: str | None
+    deadline_s: float | None
+    progress: Progress
+    result: Any = Field(description="the type's result once completed, else null")
+    error: ErrorDetail | None
+    checkpoint: Checkpoint | None
+    attempts: int
+    params: dict[str, Any] | SkipJsonSchema[None] = None
+    estimated_items: int | None = None
+
+
+class OperationStarted(BaseModel):
+    operation_id: str
+    operation: Operation
+
+
+class OperationList(BaseModel):
+    operations: list[Operation]
+
+
+class TimeoutProfileOut(BaseModel):
+    base_s: float
+    per_item_s: float
+    max_s: float
+    checkpoint_interval_s: float
+    progress_interval_s: float
+    failure_threshold: int
+
+
+class ObservedItems(BaseModel):
+    items: int
+    per_item_p50_s: float
+    per_item_p99_s: float
+    per_item_max_s: float
+    suggested_per_item_s: float
+
+
+class OperationType(BaseModel):
+    type: str
+    description: str
+    profile: TimeoutProfileOut
+    observed: ObservedItems | SkipJsonSchema[None] = None
+
+
+class OperationTypes(BaseModel):
+    types: list[OperationType]
+    contract_types: list[str]
+
+
+class ProgressUpdate(BaseModel):
+    """WebSocket ``progress_update``: the operation's progress now."""
+
+    type: Literal["progress_update"]
+    data: Progress
+
+
+class StatusUpdate(BaseModel):
+    """WebSocket ``status``: the operation's record; the last message once it ended."""
+
+    type: Literal["status"]
+    data: Operation
+
+
 def _runner() -> OperationRunner:
     return services().operations
 
@@ -74,6 +168,8 @@ def _params_of(start: BaseModel) -> dict[str, Any]:
 
 @operations.post("/api/operations")
 @validate_request(StartOperation)
+@document_response(OperationStarted, 202)
+@errors(404)
 async def start_operation(data: StartOperation) -> tuple[dict, int]:
     """Start an operation of any registered type (see ``GET /api/operations/types``)."""
     return await _start(data.type, data, data.params or {})
@@ -81,53 +177,68 @@ async def start_operation(data: StartOperation) -> tuple[dict, int]:
 
 @operations.post("/api/operations/codebase/index")
 @validate_request(StartOnPatterns)
+@document_response(OperationStarted, 202)
+@errors(404)
 async def index_codebase(data: StartOnPatterns) -> tuple[dict, int]:
     return await _start("codebase_indexing", data, _params_of(data))
 
 
 @operations.post("/api/operations/security/scan")
 @validate_request(StartOnPath)
+@document_response(OperationStarted, 202)
+@errors(404)
 async def scan_security(data: StartOnPath) -> tuple[dict, int]:
     return await _start("security_scan", data, _params_of(data))
 
 
 @operations.post("/api/operations/knowledge-base/populate")
 @validate_request(StartOnPatterns)
+@document_response(OperationStarted, 202)
+@errors(404)
 async def populate_knowledge_base(data: StartOnPatterns) -> tuple[dict, int]:
     return await _start("kb_population", data, _params_of(data))
 
 
 @operations.post("/api/operations/testing/comprehensive")
 @validate_request(StartOnPath)
+@document_response(OperationStarted, 202)
+@errors(404)
 async def run_test_suite(data: StartOnPath) -> tuple[dict, int]:
     return await _start("comprehensive_test_suite", data, _params_of(data))
 
 
 @operations.get("/api/operations/types")
+@document_response(OperationTypes)
 async def operation_types() -> dict[str, Any]:
     """Every type's timeout profile and, once items ran, what they took."""
     return {"types": _runner().describe_types(), "contract_types": list(OPERATION_TYPES)}
 
 
-@operations.get("/api/operations")
 @operations.get("/api/operations/")
+@operations.get("/api/operations")
 @validate_querystring(OperationListQuery)
+@document_response(OperationList)
 async def list_operations(query_args: OperationListQuery) -> dict[str, Any]:
     status = None if query_args.status is None else query_args.status.value
     return {"operations": await _runner().list(status, query_args.type)}
 
 
 @operations.get("/api/operations/<operation_id>")
+@document_response(Operation)
 async def get_operation(operation_id: str) -> dict[str, Any]:
     return await _runner().get(operation_id)
 
 
 @operations.post("/api/operations/<operation_id>/cancel")
+@document_response(Operation)
+@errors(409)
 async def cancel_operation(operation_id: str) -> dict[str, Any]:
     return await _runner().cancel(operation_id)
 
 
 @operations.post("/api/operations/<operation_id>/resume")
+@document_response(Operation, 202)
+@errors(409)
 async def resume_operation(operation_id: str) -> tuple[dict, int]:
     return await _runner().resume(operation_id), 202
 
@@ -137,6 +248,11 @@ async def _send(message: dict[str, Any]) -> None:
 
 
 @operations.websocket("/api/operations/<operation_id>/progress")
+@websocket_messages(
+    "The operation's progress as it runs, then its record when it ends.",
+    client={},
+    server={"progress_update": ProgressUpdate, "status": StatusUpdate},
+)
 async def follow_progress(operation_id: str) -> None:
     """``progress_update`` messages, then one ``status`` when the operation ends.
 

@@ -367,6 +367,19 @@ class OperationRunner:
     # -- one run -------------------------------------------------------------------------------
 
     async def _run(self, operation_id: str) -> None:
+        if operation_id in self._running:
+            return  # queued twice (a resume racing a run): it is running here already
+        # Registered before the first wait, so a cancel arriving while the run is
+        # still starting stops it instead of finishing a record the run then rewrites.
+        run = _Run()
+        self._running[operation_id] = run
+        try:
+            await self._start_and_run(operation_id, run)
+        finally:
+            del self._running[operation_id]
+            run.done.set()
+
+    async def _start_and_run(self, operation_id: str, run: _Run) -> None:
         store = self._store()
         record = await store.get_operation(operation_id)
         if record is None or record["status"] not in _ACTIVE or self._stopping:
@@ -381,13 +394,14 @@ class OperationRunner:
             await self._finish(store, record, OperationStatus.FAILED, outcome, None)
             await self._give_up(store, operation_id)
             return
-        if await store.lease_owner(_cancel_mark(operation_id)) is not None:
+        if (
+            run.reason == "cancel"
+            or await store.lease_owner(_cancel_mark(operation_id)) is not None
+        ):
             await self._finish(store, record, OperationStatus.CANCELLED, None, None)
             await self._give_up(store, operation_id)
             return
         checkpoint = await store.get_checkpoint(operation_id)
-        run = _Run()
-        self._running[operation_id] = run
         try:
             ctx = self._context(store, op_type, record, checkpoint)
             run.context = ctx
@@ -419,9 +433,6 @@ class OperationRunner:
             with trio.CancelScope(shield=True):
                 await self._interrupted(store, record, run.context)
             raise
-        finally:
-            del self._running[operation_id]
-            run.done.set()
 
     def _context(
         self,
