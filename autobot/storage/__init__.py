@@ -1,5 +1,6 @@
 """Storage and messaging: one interface, an embedded backend and a Redis backend."""
 
+from ._answer_progress import AnswerProgress
 from ._embedded import EmbeddedStore, open_embedded_store
 from ._fact_log import FactChange
 from ._interface import Store
@@ -18,6 +19,7 @@ from ._open import open_store, store_directory, store_is_critical
 from ._redis_store import RedisStore, open_redis_store
 
 __all__ = [
+    "AnswerProgress",
     "Chat",
     "EmbeddedStore",
     "Fact",

@@ -26,6 +26,7 @@ from .._deadlines import deadline
 from .._errors import StorageUnavailable
 from .._health import HealthCheck
 from .._supervisor import Supervisor, using_supervisor
+from ._answer_progress import AnswerProgress
 from ._embedded_state import EmbeddedState
 from ._fact_log import FactChange, FactOp, MemoryFactLog
 from ._fanout import Fanout
@@ -84,6 +85,7 @@ class EmbeddedStore:
         self._live: dict[str, float] = {}  # agent → when its presence lapses (Trio clock)
         self._inbox_changed: dict[str, trio.Event] = {}
         self._fact_log = MemoryFactLog()
+        self._answers: dict[str, tuple[str, list[str]]] = {}  # chat id → (answer id, tokens)
         self._inbox_locks: dict[str, trio.Lock] = {}
         journal.after_apply = self._after_apply
 
@@ -230,6 +232,38 @@ class EmbeddedStore:
         await trio.lowlevel.checkpoint()
         stored = self._state.fact_vectors.get(model, {})
         return {fact_id: base64.b64decode(vector) for fact_id, vector in list(stored.items())}
+
+    # -- answers in progress --------------------------------------------------------------
+
+    async def begin_answer(self, chat_id: str, answer_id: str) -> None:
+        await trio.lowlevel.checkpoint()
+        self._answers[chat_id] = (answer_id, [])
+
+    async def append_answer_token(
+        self,
+        chat_id: str,
+        answer_id: str,
+        seq: int,
+        delta: str,
+        channel: str,
+        event: dict[str, Any],
+    ) -> None:
+        await trio.lowlevel.checkpoint()
+        entry = self._answers.get(chat_id)
+        if entry is not None and entry[0] == answer_id and len(entry[1]) == seq - 1:
+            entry[1].append(delta)
+        self._fanout.deliver(channel, event)
+
+    async def answer_progress(self, chat_id: str) -> AnswerProgress | None:
+        await trio.lowlevel.checkpoint()
+        entry = self._answers.get(chat_id)
+        return None if entry is None else AnswerProgress(entry[0], tuple(entry[1]))
+
+    async def end_answer(self, chat_id: str, answer_id: str) -> None:
+        await trio.lowlevel.checkpoint()
+        entry = self._answers.get(chat_id)
+        if entry is not None and entry[0] == answer_id:
+            del self._answers[chat_id]
 
     # -- long-running operations ----------------------------------------------------------
 

@@ -20,6 +20,7 @@ from contextlib import AbstractAsyncContextManager
 from typing import Any, Protocol
 
 from .._health import HealthCheck
+from ._answer_progress import AnswerProgress
 from ._fact_log import FactChange
 from ._models import Chat, Fact, InboxMessage, Message, Priority
 
@@ -142,6 +143,32 @@ class Store(Protocol):
 
     async def list_fact_vectors(self, model: str) -> dict[str, bytes]:
         """Every stored embedding by ``model``, by fact id."""
+        ...
+
+    # -- answers in progress (see _answer_progress) ------------------------------------
+
+    async def begin_answer(self, chat_id: str, answer_id: str) -> None:
+        """Keep the tokens of answer ``answer_id`` of ``chat_id`` from now on."""
+        ...
+
+    async def append_answer_token(
+        self,
+        chat_id: str,
+        answer_id: str,
+        seq: int,
+        delta: str,
+        channel: str,
+        event: dict[str, Any],
+    ) -> None:
+        """Record token ``seq`` (from 1) and publish ``event`` on ``channel``, in one step."""
+        ...
+
+    async def answer_progress(self, chat_id: str) -> AnswerProgress | None:
+        """The answer streaming in ``chat_id`` and its tokens so far; ``None`` when none is."""
+        ...
+
+    async def end_answer(self, chat_id: str, answer_id: str) -> None:
+        """Drop the progress of ``answer_id`` (call once the answer is stored)."""
         ...
 
     # -- long-running operations ------------------------------------------------------

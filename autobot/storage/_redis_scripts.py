@@ -66,6 +66,36 @@ redis.call('ZREM', KEYS[1], ARGV[1])
 return 1
 """
 
+# KEYS: the chat's answering key, the answer's stream.  ARGV: answer id, ttl seconds
+_BEGIN_ANSWER = """
+redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[2])
+redis.call('DEL', KEYS[2])
+return 1
+"""
+
+# KEYS: the answer's stream, the channel.  ARGV: seq, delta, event json, ttl seconds
+_APPEND_ANSWER_TOKEN = """
+redis.call('XADD', KEYS[1], ARGV[1] .. '-0', 'd', ARGV[2])
+if ARGV[1] == '1' then redis.call('EXPIRE', KEYS[1], ARGV[4]) end
+redis.call('PUBLISH', KEYS[2], ARGV[3])
+return 1
+"""
+
+# KEYS: the chat's answering key.  ARGV: the answer streams' key prefix.
+# Returns false, or {answer id, XRANGE of its stream}.
+_ANSWER_PROGRESS = """
+local answer = redis.call('GET', KEYS[1])
+if not answer then return false end
+return {answer, redis.call('XRANGE', ARGV[1] .. answer, '-', '+')}
+"""
+
+# KEYS: the chat's answering key, the answer's stream.  ARGV: answer id
+_END_ANSWER = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then redis.call('DEL', KEYS[1]) end
+redis.call('DEL', KEYS[2])
+return 1
+"""
+
 # KEYS: order zset, clock, value key, unfinished set, checkpoint key.
 # ARGV: id, json, "1" if unfinished, checkpoint json ("" to leave the checkpoint alone)
 _PUT_OPERATION = """
@@ -241,6 +271,10 @@ SCRIPTS = {
         "delete_chat": _DELETE_CHAT,
         "put_operation": _PUT_OPERATION,
         "put_fact": _PUT_FACT,
+        "begin_answer": _BEGIN_ANSWER,
+        "append_answer_token": _APPEND_ANSWER_TOKEN,
+        "answer_progress": _ANSWER_PROGRESS,
+        "end_answer": _END_ANSWER,
         "delete_fact": _DELETE_FACT,
         "put_fact_vectors": _PUT_FACT_VECTORS,
         "claim_lease": _CLAIM_LEASE,

@@ -36,6 +36,7 @@ from .._health import HealthCheck, WatchedCheck, breaker_fingerprint
 from .._logging import log_fields
 from .._supervisor import RestartPolicy, Supervisor, using_supervisor
 from ..redis import Redis, RedisHealthCheck
+from ._answer_progress import ANSWER_PROGRESS_TTL_S, AnswerProgress
 from ._fact_log import FACT_LOG_RETAINED, FACT_LOG_WAIT_S, FactChange
 from ._fanout import Fanout
 from ._models import (
@@ -326,6 +327,45 @@ class RedisStore:
     async def list_fact_vectors(self, model: str) -> dict[str, bytes]:
         stored = await self.client.hgetall(self._key("vectors", model))
         return {fact_id: base64.b64decode(value) for fact_id, value in stored.items()}
+
+    # -- answers in progress --------------------------------------------------------------
+
+    def _answer_keys(self, chat_id: str, answer_id: str) -> list[str]:
+        return [self._key("answering", chat_id), self._key("answer", answer_id)]
+
+    async def begin_answer(self, chat_id: str, answer_id: str) -> None:
+        await self._run(
+            "begin_answer",
+            self._answer_keys(chat_id, answer_id),
+            [answer_id, ANSWER_PROGRESS_TTL_S],
+        )
+
+    async def append_answer_token(
+        self,
+        chat_id: str,
+        answer_id: str,
+        seq: int,
+        delta: str,
+        channel: str,
+        event: dict[str, Any],
+    ) -> None:
+        await self._run(
+            "append_answer_token",
+            [self._key("answer", answer_id), self._key("chan", channel)],
+            [seq, delta, _dumps(event), ANSWER_PROGRESS_TTL_S],
+        )
+
+    async def answer_progress(self, chat_id: str) -> AnswerProgress | None:
+        reply = await self._run(
+            "answer_progress", [self._key("answering", chat_id)], [self._key("answer", "")]
+        )
+        if not reply:
+            return None
+        answer_id, entries = reply
+        return AnswerProgress(answer_id, tuple(fields[1] for _, fields in entries))
+
+    async def end_answer(self, chat_id: str, answer_id: str) -> None:
+        await self._run("end_answer", self._answer_keys(chat_id, answer_id), [answer_id])
 
     # -- long-running operations ----------------------------------------------------------
 

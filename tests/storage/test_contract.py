@@ -615,3 +615,37 @@ async def test_a_checkpoint_and_its_operation_are_saved_together(store: Store) -
     assert await store.get_checkpoint("op") == {"state": {"next": 3}}
     assert await store.get_operation("op") == record
     assert [op["id"] for op in await store.list_operations(unfinished_only=True)] == ["op"]
+
+
+# -- answers in progress ------------------------------------------------------------------
+
+
+async def test_an_answer_in_progress_keeps_its_tokens_until_it_ends(store: Store) -> None:
+    chat = await store.create_chat()
+    assert await store.answer_progress(chat.id) is None
+    await store.begin_answer(chat.id, "a1")
+    progress = await store.answer_progress(chat.id)
+    assert progress is not None and (progress.answer_id, progress.seq) == ("a1", 0)
+    async with store.subscribe("chat-events") as events:
+        for seq, delta in enumerate(["Hel", "lo", " world"], 1):
+            event = {"type": "token", "delta": delta, "seq": seq}
+            await store.append_answer_token(chat.id, "a1", seq, delta, "chat-events", event)
+        with trio.fail_after(5):
+            seen = [await anext(events) for _ in range(3)]
+    assert [event["seq"] for event in seen] == [1, 2, 3]
+    progress = await store.answer_progress(chat.id)
+    assert progress is not None
+    assert (progress.seq, progress.text, progress.tokens[0]) == (3, "Hello world", "Hel")
+    await store.end_answer(chat.id, "other")  # another answer's end leaves this one
+    assert await store.answer_progress(chat.id) is not None
+    await store.end_answer(chat.id, "a1")
+    assert await store.answer_progress(chat.id) is None
+
+
+async def test_a_new_answer_replaces_what_an_old_one_left(store: Store) -> None:
+    chat = await store.create_chat()
+    await store.begin_answer(chat.id, "old")
+    await store.append_answer_token(chat.id, "old", 1, "x", "c", {"type": "token"})
+    await store.begin_answer(chat.id, "new")
+    progress = await store.answer_progress(chat.id)
+    assert progress is not None and (progress.answer_id, progress.tokens) == ("new", ())

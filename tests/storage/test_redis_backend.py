@@ -115,3 +115,17 @@ async def test_a_reader_behind_the_trimmed_fact_log_is_told_to_rebuild(shared_re
             assert kept is not None and [c.seq for c in kept] == [start + 3]
             shared_redis.command("FLUSHALL")  # a reset log: its positions start over
             assert await store.read_fact_log(start + 3) is None
+
+
+async def test_an_answer_in_progress_expires_by_itself_and_ends_without_keys(shared_redis) -> None:
+    shared_redis.command("FLUSHALL")
+    async with open_redis(shared_redis.url, decode_responses=True) as client:
+        async with open_redis_store(client) as store:
+            chat = await store.create_chat()
+            await store.begin_answer(chat.id, "a1")
+            await store.append_answer_token(chat.id, "a1", 1, "hi", "c", {"type": "token"})
+            answering, stream = store.prefix + "answering:" + chat.id, store.prefix + "answer:a1"
+            assert 0 < await client.ttl(answering) <= 900
+            assert 0 < await client.ttl(stream) <= 900
+            await store.end_answer(chat.id, "a1")
+            assert await client.exists(answering, stream) == 0
