@@ -10,7 +10,11 @@ documented status, content type and schema.
 from __future__ import annotations
 
 import re
+import shutil
+import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -133,6 +137,74 @@ async def test_the_docs_page_is_served_from_the_package_alone(tmp_path: Path) ->
         document = await client.get("/api/openapi.json")
         assert document.status_code == 200
         assert document.json()["info"]["title"] == "AutoBot"
+
+
+@contextmanager
+def _server_in_a_thread(tmp_path: Path) -> Iterator[str]:
+    """The real app served in a Trio run of its own thread, for a synchronous browser test."""
+    ready = threading.Event()
+    box: dict[str, Any] = {}
+
+    async def serve() -> None:
+        async with served(create_app(_settings(tmp_path))) as client:
+            box["url"] = str(client.base_url).rstrip("/")
+            box["token"] = trio.lowlevel.current_trio_token()
+            box["stop"] = trio.Event()
+            ready.set()
+            await box["stop"].wait()
+
+    thread = threading.Thread(target=trio.run, args=(serve,), daemon=True)
+    thread.start()
+    assert ready.wait(15), "the server did not start"
+    try:
+        yield box["url"]
+    finally:
+        trio.from_thread.run_sync(box["stop"].set, trio_token=box["token"])
+        thread.join(15)
+
+
+@pytest.mark.slow
+@pytest.mark.browser
+def test_the_docs_page_renders_every_operation_with_nothing_from_other_hosts(
+    tmp_path: Path,
+) -> None:
+    sync_api = pytest.importorskip("playwright.sync_api")
+    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
+    if chromium is None:
+        pytest.skip("chromium is not installed (python3 dev.py test installs it)")
+    _, document = _document(tmp_path)
+    operations = sum(len(methods) for methods in document["paths"].values())
+    with _server_in_a_thread(tmp_path) as url, sync_api.sync_playwright() as playwright:
+        browser = playwright.chromium.launch(
+            executable_path=chromium,
+            headless=True,
+            args=["--disable-gpu", "--no-first-run", "--disable-dev-shm-usage"],
+        )
+        try:
+            page = browser.new_page()
+            problems: list[str] = []
+            elsewhere: list[str] = []
+            page.on("console", lambda m: problems.append(m.text) if m.type == "error" else None)
+            page.on("pageerror", lambda error: problems.append(str(error)))
+
+            def only_this_server(route: Any) -> None:
+                if route.request.url.startswith(url + "/"):
+                    route.continue_()
+                else:
+                    elsewhere.append(route.request.url)
+                    route.abort()
+
+            page.route("**/*", only_this_server)
+            page.goto(url + "/api/docs")
+            page.wait_for_selector(".opblock", timeout=15_000)
+            assert page.locator(".opblock").count() == operations
+            assert "AutoBot" in page.locator(".info .title").inner_text()
+            page.locator(".opblock-summary", has_text="/api/chats/{chat_id}/messages").click()
+            page.wait_for_selector('option[value="text/event-stream"]', state="attached")
+        finally:
+            browser.close()
+    assert elsewhere == []
+    assert problems == []
 
 
 # -- schemathesis against the live server ------------------------------------------------------
