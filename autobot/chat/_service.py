@@ -29,7 +29,8 @@ from __future__ import annotations
 
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
-from contextlib import AbstractAsyncContextManager
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 import trio
@@ -43,7 +44,7 @@ from .._errors import (
 )
 from .._logging import log_fields
 from ..llm import LLM, PromptTemplates
-from ..storage import Chat, Message, Store, chat_not_found, new_id
+from ..storage import AnswerProgress, Chat, Message, Store, chat_not_found, new_id
 from ._grounding import Context, Grounding, find_context, grounded_prompt
 
 __all__ = [
@@ -51,6 +52,7 @@ __all__ = [
     "Answer",
     "ChatDeleted",
     "ChatService",
+    "Joined",
     "answer_lease",
     "chat_channel",
     "check_chat_id",
@@ -247,8 +249,21 @@ class Answer:
         async with self._service.llm.stream(self._prompt, self._model) as deltas:
             async for delta in deltas:
                 self._parts.append(delta)
-                await self._service.emit(self.chat_id, {"type": "token", "delta": delta}, on_event)
+                await self._token(delta, len(self._parts), on_event)
             self._stats = deltas.stats
+
+    async def _token(self, delta: str, seq: int, on_event: EventSink | None) -> None:
+        """Hand token ``seq`` to the asker, record it for joiners and publish it, in one step."""
+        event = {"type": "token", "delta": delta, "seq": seq, "answer_id": self.id}
+        if on_event is not None:
+            await on_event(event)
+        try:
+            await self._service.store.append_answer_token(
+                self.chat_id, self.id, seq, delta, chat_channel(self.chat_id), event
+            )
+        except AutoBotError as error:
+            # Other listeners and joiners miss this token; the answer itself goes on.
+            log.warning("token not published", extra=log_fields(error=error.message))
 
     async def _finish(
         self, status: str, failure: AutoBotError | None, on_event: EventSink | None
@@ -267,6 +282,8 @@ class Answer:
         except NotFound:
             self._chat_deleted = True  # deleted as the answer ended
         finally:
+            # Stored first, then no longer in progress: a joiner finds one or the other.
+            await self._end_progress()  # noqa: ASYNC102 - _finish runs shielded (see run)
             await self._release()  # noqa: ASYNC102 - _finish runs shielded (see run)
         if message is None:
             status = "deleted"
@@ -290,6 +307,12 @@ class Answer:
         )
         return message
 
+    async def _end_progress(self) -> None:
+        try:
+            await self._service.store.end_answer(self.chat_id, self.id)
+        except AutoBotError as error:  # with Redis it expires by itself
+            log.warning("answer progress not dropped", extra=log_fields(error=error.message))
+
     async def _release(self) -> None:
         try:
             await self._service.store.release_lease(self._lease, self.id)
@@ -298,6 +321,7 @@ class Answer:
 
     async def abandon(self) -> None:
         """Give the chat back without answering (the caller will never call :meth:`run`)."""
+        await self._end_progress()
         await self._release()
 
     async def _keep_lease(self) -> None:
@@ -338,6 +362,45 @@ class Answer:
             log.warning("cancel requests unavailable", extra=log_fields(error=error.message))
             if not started:
                 task_status.started()
+
+
+@dataclass(frozen=True, slots=True)
+class Joined:
+    """What a client joining a chat gets: the answer in progress (or None), then its events."""
+
+    progress: AnswerProgress | None
+    events: AsyncIterator[dict[str, Any]]
+
+    def snapshot(self) -> dict[str, Any] | None:
+        """The contract's ``snapshot`` event for the answer in progress; None when none is."""
+        if self.progress is None:
+            return None
+        message = {
+            "id": self.progress.answer_id,
+            "role": "assistant",
+            "status": "streaming",
+            "content": self.progress.text,
+        }
+        return {"type": "snapshot", "message": message, "seq": self.progress.seq}
+
+
+class _TokensAfter:
+    """The chat's events, less the tokens of ``answer_id`` up to ``seen`` (in a snapshot)."""
+
+    def __init__(
+        self, events: AsyncIterator[dict[str, Any]], answer_id: str | None, seen: int
+    ) -> None:
+        self._events, self._answer_id, self._seen = events, answer_id, seen
+
+    def __aiter__(self) -> _TokensAfter:
+        return self
+
+    async def __anext__(self) -> dict[str, Any]:
+        while True:
+            event = await anext(self._events)
+            is_token = event.get("type") == "token" and event.get("answer_id") == self._answer_id
+            if not (is_token and int(event.get("seq", 0)) <= self._seen):
+                return event
 
 
 class ChatService:
@@ -401,6 +464,26 @@ class ChatService:
         """Every event of the chat's answers from now on, from any process."""
         return self.store.subscribe(chat_channel(chat_id))
 
+    @asynccontextmanager
+    async def join(
+        self, chat_id: str, after: tuple[str, int] | None = None
+    ) -> AsyncIterator[Joined]:
+        """The answer streaming in the chat, if any, and every event after what it holds.
+
+        Subscribes first, then reads the progress: a token recorded before the
+        read is in ``progress``, one recorded after comes through ``events``,
+        and tokens the progress already holds are dropped from ``events``, so
+        a joiner sees every token exactly once (see
+        :mod:`autobot.storage._answer_progress`).
+        """
+        await self.get_chat(chat_id)
+        async with self.store.subscribe(chat_channel(chat_id)) as events:
+            progress = await self.store.answer_progress(chat_id)
+            if progress is None:
+                yield Joined(None, events)
+            else:
+                yield Joined(progress, _TokensAfter(events, progress.answer_id, progress.seq))
+
     async def _prompt(self, history: Sequence[Message]) -> list[dict[str, str]]:
         prompt: list[dict[str, str]] = []
         if self.prompts is not None:
@@ -443,8 +526,10 @@ class ChatService:
         try:
             user_message = await self.store.append_message(chat_id, "user", content)
             prompt = await self._prompt(await self.store.get_messages(chat_id))
+            await self.store.begin_answer(chat_id, answer_id)
         except BaseException:
             with trio.CancelScope(shield=True):
+                await self.store.end_answer(chat_id, answer_id)
                 await self.store.release_lease(answer_lease(chat_id), answer_id)
             raise
         return Answer(self, chat_id, answer_id, user_message, prompt, model, grounding)
