@@ -33,6 +33,7 @@ from .conftest import closed_port
 # The document and its page are not described by themselves.
 _SELF = {"/api/openapi.json", "/api/docs", "/api/docs/<name>"}
 _IGNORED_METHODS = {"HEAD", "OPTIONS"}
+_BEARER = {"Authorization": "Bearer secret"}
 
 
 def _settings(tmp_path: Path, **fields: Any) -> Settings:
@@ -137,6 +138,23 @@ async def test_the_docs_page_is_served_from_the_package_alone(tmp_path: Path) ->
         document = await client.get("/api/openapi.json")
         assert document.status_code == 200
         assert document.json()["info"]["title"] == "AutoBot"
+
+
+async def test_with_a_token_every_operation_answers_its_documented_401(tmp_path: Path) -> None:
+    async with served(create_app(_settings(tmp_path, api_token="secret"))) as client:
+        document = (await client.get("/api/openapi.json", headers=_BEARER)).json()
+        for path, operations in document["paths"].items():
+            url = re.sub(r"\{[^}]+\}", "x", path)
+            for method, operation in operations.items():
+                response = await client.request(method.upper(), url)
+                if path == "/api/health":
+                    assert response.status_code == 200
+                    continue
+                assert response.status_code == 401, (method, path)
+                assert "401" in operation["responses"], (method, path)
+                assert response.json()["error"]["code"] == "unauthorized"
+        assert (await client.get("/api/docs")).status_code == 401
+        assert (await client.get("/api/docs", headers=_BEARER)).status_code == 200
 
 
 @contextmanager
