@@ -51,7 +51,7 @@ from ._logging import log_fields
 from ._metrics import Metrics
 from ._supervisor import RestartPolicy, Supervisor, open_supervisor
 from .agents import AgentBus
-from .chat import ChatService
+from .chat import ChatService, DetachedAnswers
 from .knowledge import KnowledgeBase
 from .llm import LLM, LLMHealthCheck, PromptTemplates, open_llm
 from .operations import OperationRunner
@@ -128,6 +128,8 @@ class Services:
         self.metrics.watch_operations(self.operations.counts)
         self.agents = AgentBus(lambda: self.store)
         self.metrics.watch_agents(self.agents.counts)
+        #: Answers asked for with ``"detach": true``, run in the lifespan.
+        self.detached = DetachedAnswers()
         self.knowledge = KnowledgeBase(
             settings.data_dir,
             lambda: self.store,
@@ -242,6 +244,7 @@ class Services:
                     await supervisor.start("operations", self.operations.run)
                     await supervisor.start("agents", self.agents.run)
                     await supervisor.start("knowledge", self.knowledge.run)
+                    await supervisor.start("answers", self.detached.run)
                 task_status.started(self)
                 await self._stop_requested.wait()
                 # Before the store closes: running operations save their checkpoints.

@@ -9,7 +9,7 @@ from typing import Any, Literal
 import trio
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, field_validator
 from pydantic.json_schema import SkipJsonSchema
-from quart import Blueprint, Response, websocket
+from quart import Blueprint, Response, request, websocket
 from quart_schema import document_response, validate_querystring, validate_request
 from quart_trio.wrappers import TrioResponse
 
@@ -21,12 +21,13 @@ from ..chat import (
     ChatDeleted,
     ChatService,
     Grounding,
+    validate_detach,
     validate_knowledge,
 )
 from ..knowledge import MAX_LIMIT
 from ..storage import Chat, Message
 from ._context import services
-from ._event_stream import event_stream_response
+from ._event_stream import SSEvent, event_stream_response
 from ._json_body import parse_json
 from ._long_running import long_running
 from ._openapi import ErrorDetail, errors, event_stream, openapi_extra, websocket_messages
@@ -57,6 +58,11 @@ class NewMessage(BaseModel):
     stream: StrictBool = False
     model: str | None = Field(default=None, min_length=1, max_length=200)
     knowledge: StrictBool = False
+    detach: StrictBool = Field(
+        default=False,
+        description="run the answer to its end even if this client leaves; "
+        "join it again through the WebSocket or GET /api/chats/{id}/stream",
+    )
 
     _content_not_blank = field_validator("content")(_not_blank)
 
@@ -148,6 +154,25 @@ class TokenEvent(BaseModel):
         default=None, description="WebSocket only"
     )
     delta: str
+    seq: int = Field(description="the token's position in the answer, from 1")
+    answer_id: str | SkipJsonSchema[None] = Field(default=None, description="WebSocket only")
+
+
+class SnapshotMessage(BaseModel):
+    id: str
+    role: Literal["assistant"]
+    status: Literal["streaming"]
+    content: str
+
+
+class SnapshotEvent(BaseModel):
+    """SSE ``snapshot`` / WebSocket ``snapshot``: the answer in progress so far, for a joiner."""
+
+    type: Literal["snapshot"] | SkipJsonSchema[None] = Field(
+        default=None, description="WebSocket only"
+    )
+    message: SnapshotMessage
+    seq: int
 
 
 class DoneEvent(BaseModel):
@@ -176,6 +201,7 @@ class ClientMessage(BaseModel):
     content: str = Field(min_length=1, max_length=MAX_CONTENT_CHARS)
     model: str | None = None
     knowledge: bool = False
+    detach: bool = False
 
 
 class ClientCancel(BaseModel):
@@ -199,6 +225,27 @@ _EVENT_STREAM = {
 }
 
 _NO_CONTENT = {"responses": {"204": {"description": "deleted"}}}
+
+_ATTACH = {
+    "responses": {
+        "200": {
+            "description": "the answer in progress: `snapshot` (or, with Last-Event-ID, the "
+            "tokens after it), `token` events, then `done` or `error`; each with "
+            "`id: <answer id>:<seq>`",
+            "content": {
+                "text/event-stream": event_stream(
+                    {
+                        "snapshot": SnapshotEvent,
+                        "token": TokenEvent,
+                        "done": DoneEvent,
+                        "error": ErrorEvent,
+                    }
+                )
+            },
+        },
+        "204": {"description": "no answer is in progress"},
+    }
+}
 
 
 def _chat_service() -> ChatService:
@@ -261,10 +308,14 @@ async def delete_chat(chat_id: str) -> Response:
 # -- messages --------------------------------------------------------------------------------
 
 
-def _sse_name_and_data(event: dict[str, Any]) -> tuple[str, dict[str, Any]]:
+def _sse_name_and_data(event: dict[str, Any]) -> SSEvent:
     kind = event["type"]
     if kind == "token":
-        return "token", {"delta": event["delta"]}
+        data = {"delta": event["delta"], "seq": event["seq"]}
+        return "token", data, f"{event['answer_id']}:{event['seq']}"
+    if kind == "snapshot":
+        data = {"message": event["message"], "seq": event["seq"]}
+        return "snapshot", data, f"{event['message']['id']}:{event['seq']}"
     if kind == "done":
         return "done", {"message": event["message"]}
     if kind == "cancelled":
@@ -277,7 +328,7 @@ def _stream_answer(answer: Answer) -> Response:
     # The body is produced after the handler returned, outside the app context.
     app_services = services()
 
-    async def produce(send: trio.MemorySendChannel[tuple[str, Any]]) -> None:
+    async def produce(send: trio.MemorySendChannel[SSEvent]) -> None:
         async def forward(event: dict[str, Any]) -> None:
             try:
                 await send.send(_sse_name_and_data(event))
@@ -311,10 +362,140 @@ async def post_message(chat_id: str, data: NewMessage) -> Any:
     answer = await _chat_service().start_answer(
         chat_id, data.content, data.model, _grounding(data.knowledge)
     )
+    if data.detach:
+        await _detach(answer)
+        if data.stream:
+            return _follow_response(chat_id, (answer.id, 0))
+        return {"message": await _final_message(chat_id, answer.id)}
     if data.stream:
         return _stream_answer(answer)
     message = await answer.run()
     return {"message": message.to_json()}
+
+
+async def _detach(answer: Answer) -> None:
+    """Hand ``answer`` to the app's lifespan: its client leaving no longer cancels it."""
+    try:
+        services().detached.start(answer)
+    except AutoBotError:
+        with trio.CancelScope(shield=True):
+            await answer.abandon()
+        raise
+
+
+_FINAL = frozenset(("done", "cancelled", "error"))
+
+
+async def _stored_answer(service: ChatService, chat_id: str) -> dict[str, Any] | None:
+    """The chat's last stored answer (what a finished answer left), as JSON."""
+    messages = await service.store.get_messages(chat_id)
+    answers = [message for message in messages if message.role == "assistant"]
+    return answers[-1].to_json() if answers else None
+
+
+def _final_of(message: dict[str, Any]) -> dict[str, Any]:
+    kind = {"complete": "done", "cancelled": "cancelled"}.get(message["status"], "error")
+    if kind == "error":
+        error = {"code": "answer_failed", "message": "the answer failed"}
+        return {"type": "error", "error": error, "message": message}
+    return {"type": kind, "message": message}
+
+
+async def _final_message(chat_id: str, answer_id: str) -> dict[str, Any]:
+    """Wait for answer ``answer_id`` to end; the stored answer (a detached JSON request)."""
+    service = _chat_service()
+    async with service.join(chat_id) as joined:
+        if joined.progress is not None and joined.progress.answer_id == answer_id:
+            async for event in joined.events:
+                if event.get("type") in _FINAL:
+                    if "message" in event:
+                        return dict(event["message"])
+                    raise ChatDeleted("the chat was deleted while the answer ran")
+    stored = await _stored_answer(service, chat_id)
+    if stored is None:
+        raise ChatDeleted("the chat was deleted while the answer ran")
+    return stored
+
+
+async def _relay(
+    service: ChatService,
+    chat_id: str,
+    resume: tuple[str, int] | None,
+    send: trio.MemorySendChannel[SSEvent],
+) -> None:
+    """Send the answer in progress to a joiner, from a snapshot or resuming after ``resume``.
+
+    ``resume=(answer id, seq)``: the client has that answer's tokens up to
+    ``seq``; it gets the rest as token events. Otherwise a ``snapshot`` first.
+    An answer that ended before the join is sent as its stored final event.
+    """
+    async with service.join(chat_id) as joined:
+        progress = joined.progress
+        if progress is None or (resume is not None and resume[0] != progress.answer_id):
+            stored = await _stored_answer(service, chat_id)
+            if stored is not None and resume is not None:
+                await send.send(_sse_name_and_data(_final_of(stored)))
+            return
+        if resume is not None:
+            for seq in range(resume[1] + 1, progress.seq + 1):
+                token = {"delta": progress.tokens[seq - 1], "seq": seq}
+                await send.send(("token", token, f"{progress.answer_id}:{seq}"))
+        else:
+            snapshot = joined.snapshot()
+            assert snapshot is not None
+            await send.send(_sse_name_and_data(snapshot))
+        async for event in joined.events:
+            if event.get("type") == "token" and event.get("answer_id") != progress.answer_id:
+                continue  # a later answer's: this stream follows one answer
+            await send.send(_sse_name_and_data(event))
+            if event.get("type") in _FINAL:
+                return
+
+
+def _follow_response(chat_id: str, resume: tuple[str, int] | None) -> Response:
+    # The body is produced after the handler returned, outside the app context.
+    app_services, service = services(), _chat_service()
+
+    async def produce(send: trio.MemorySendChannel[SSEvent]) -> None:
+        with app_services.long_lived():
+            try:
+                await _relay(service, chat_id, resume, send)
+            except trio.BrokenResourceError:
+                pass  # the client left; a joiner leaving changes nothing
+            except AutoBotError as error:
+                await send.send(("error", error.to_body()))
+
+    return event_stream_response(produce)
+
+
+def _last_event_id(value: str | None) -> tuple[str, int] | None:
+    """``<answer id>:<seq>`` from a ``Last-Event-ID`` header; None when absent or not one."""
+    if not value:
+        return None
+    answer_id, _, seq = value.strip().rpartition(":")
+    if not answer_id or not seq.isdigit():
+        return None
+    return answer_id, int(seq)
+
+
+@chats.get("/api/chats/<chat_id>/stream")
+@openapi_extra(_ATTACH)
+@errors(404)
+@long_running
+async def attach(chat_id: str) -> Response:
+    """Join the answer in progress: ``snapshot``, then its tokens, then its end; 204 when none.
+
+    Events carry ``id: <answer id>:<seq>``; a reconnect with ``Last-Event-ID``
+    gets only the tokens after that one (and the end, if the answer ended
+    meanwhile). A joiner leaving does not cancel the answer.
+    """
+    resume = _last_event_id(request.headers.get("Last-Event-ID"))
+    progress = await _chat_service().store.answer_progress(
+        (await _chat_service().get_chat(chat_id)).id
+    )
+    if progress is None and resume is None:
+        return TrioResponse(status=204)
+    return _follow_response(chat_id, resume)
 
 
 # -- WebSocket --------------------------------------------------------------------------------
@@ -346,10 +527,14 @@ async def _handle_client_message(
     kind = message.get("type")
     if kind == "message":
         knowledge = validate_knowledge(message.get("knowledge", False))
+        detach = validate_detach(message.get("detach", False))
         answer = await service.start_answer(
             chat_id, message.get("content"), message.get("model"), _grounding(knowledge)
         )
-        nursery.start_soon(_run_answer, answer)
+        if detach:
+            await _detach(answer)
+        else:
+            nursery.start_soon(_run_answer, answer)
     elif kind == "cancel":
         await service.request_cancel(chat_id)
     else:
@@ -369,6 +554,7 @@ async def _forward_events(events: Any) -> None:
     "Every event of the chat's answers, for every client connected to it (any process).",
     client={"message": ClientMessage, "cancel": ClientCancel},
     server={
+        "snapshot": SnapshotEvent,
         "token": TokenEvent,
         "done": DoneEvent,
         "cancelled": DoneEvent,
@@ -378,15 +564,19 @@ async def _forward_events(events: Any) -> None:
 async def chat_socket(chat_id: str) -> None:
     """Every client of a chat gets every event of its answers, from any process.
 
-    Answers started here run in this connection's nursery: when the client
-    that asked goes away, its answer is cancelled (and stored as such).
+    A client that connects while an answer streams gets its ``snapshot``
+    first, then every later token once. Answers started here run in this
+    connection's nursery: when the client that asked goes away, its answer
+    is cancelled (and stored as such), unless it asked with ``"detach": true``.
     """
     service = _chat_service()
-    await service.get_chat(chat_id)  # NotFound refuses the handshake with 404
-    async with service.listen(chat_id) as events:
+    async with service.join(chat_id) as joined:  # NotFound refuses the handshake with 404
         await websocket.accept()
         with services().long_lived():
-            await _serve_socket(chat_id, service, events)
+            snapshot = joined.snapshot()
+            if snapshot is not None:
+                await _send_json(snapshot)
+            await _serve_socket(chat_id, service, joined.events)
 
 
 async def _serve_socket(chat_id: str, service: ChatService, events: Any) -> None:

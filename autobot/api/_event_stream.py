@@ -28,25 +28,29 @@ from quart import Response
 from quart.wrappers.response import ResponseBody
 from quart_trio.wrappers import TrioResponse
 
-__all__ = ["KEEPALIVE_S", "EventStream", "event_stream_response", "format_event"]
+__all__ = ["KEEPALIVE_S", "EventStream", "SSEvent", "event_stream_response", "format_event"]
 
 KEEPALIVE_S = 15.0  # the contract's interval for ": keepalive" comments
 _BUFFER = 256
 _BATCH = 256
 
-Producer = Callable[[trio.MemorySendChannel[tuple[str, Any]]], Awaitable[None]]
+#: ``(event name, data)``, or ``(event name, data, event id)``.
+SSEvent = tuple[str, Any] | tuple[str, Any, str]
+Producer = Callable[[trio.MemorySendChannel[SSEvent]], Awaitable[None]]
 
 
-def format_event(event: str, data: Any) -> bytes:
-    """One server-sent event: ``event: <name>\\ndata: <json>\\n\\n``."""
+def format_event(event: str, data: Any, event_id: str | None = None) -> bytes:
+    """One server-sent event: ``event: <name>\\ndata: <json>\\n\\n``, after ``id:`` if given."""
     payload = json.dumps(data, ensure_ascii=False, separators=(",", ":"))
-    return f"event: {event}\ndata: {payload}\n\n".encode()
+    head = "" if event_id is None else f"id: {event_id}\n"
+    return f"{head}event: {event}\ndata: {payload}\n\n".encode()
 
 
 class EventStream(ResponseBody):
     """A ``text/event-stream`` body fed by ``producer(send_channel)``.
 
-    The producer sends ``(event name, data)`` pairs and returns when the
+    The producer sends ``(event name, data)`` pairs, or ``(event name,
+    data, event id)``, and returns when the
     stream is complete (closing the channel is done for it).
     """
 
@@ -54,16 +58,16 @@ class EventStream(ResponseBody):
         self._producer = producer
         self._nursery_manager: AbstractAsyncContextManager[trio.Nursery] | None = None
         self._nursery: trio.Nursery | None = None
-        self._receive: trio.MemoryReceiveChannel[tuple[str, Any]] | None = None
+        self._receive: trio.MemoryReceiveChannel[SSEvent] | None = None
 
     async def __aenter__(self) -> EventStream:
-        send, self._receive = trio.open_memory_channel[tuple[str, Any]](_BUFFER)
+        send, self._receive = trio.open_memory_channel[SSEvent](_BUFFER)
         self._nursery_manager = trio.open_nursery()
         self._nursery = await self._nursery_manager.__aenter__()
         self._nursery.start_soon(self._produce, send)
         return self
 
-    async def _produce(self, send: trio.MemorySendChannel[tuple[str, Any]]) -> None:
+    async def _produce(self, send: trio.MemorySendChannel[SSEvent]) -> None:
         async with send:
             await self._producer(send)
 
@@ -100,7 +104,7 @@ class EventStream(ResponseBody):
                     events.append(self._receive.receive_nowait())
                 except (trio.WouldBlock, trio.EndOfChannel):
                     break
-            return b"".join(format_event(name, data) for name, data in events)
+            return b"".join(format_event(*event) for event in events)
         return b": keepalive\n\n"
 
 

@@ -58,6 +58,7 @@ __all__ = [
     "check_chat_id",
     "control_channel",
     "validate_content",
+    "validate_detach",
     "validate_knowledge",
     "validate_model",
 ]
@@ -151,6 +152,12 @@ def validate_knowledge(knowledge: Any) -> bool:
     if not isinstance(knowledge, bool):
         raise _invalid("knowledge", "must be true or false")
     return knowledge
+
+
+def validate_detach(detach: Any) -> bool:
+    if not isinstance(detach, bool):
+        raise _invalid("detach", "must be true or false")
+    return detach
 
 
 def check_chat_id(chat_id: str) -> str:

@@ -433,7 +433,8 @@ async function send() {
     clearError();
     addMessage({ role: "user", content });
     beginAnswer(true);
-    socket.send(JSON.stringify({ type: "message", content }));
+    // detach: a reload mid-answer rejoins it (snapshot, then the rest) instead of cancelling it.
+    socket.send(JSON.stringify({ type: "message", content, detach: true }));
     ui.input.value = "";
   } catch (error) {
     showError(describeError(error));
