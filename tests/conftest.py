@@ -1,15 +1,18 @@
-"""Fixtures shared by the whole suite."""
+"""Fixtures shared by the whole suite.
+
+``fake_llm``, ``redis_server``, ``autobot_app``, ``autobot_client`` and
+``autobot_server`` come from the test kit's pytest plugin (``autobot.testing``,
+loaded through the ``pytest11`` entry point of the installed package).
+"""
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Mapping
 
 import pytest
-import trio
 
 from autobot import DeadlineTable, install_deadlines
-from tests.support.fake_llm import FakeLLM, serve_fake_llm
-from tests.support.redis_server import RedisProcess, RedisProcesses
+from autobot.testing import RedisProcess, RedisProcesses
 
 
 @pytest.fixture(autouse=True)
@@ -33,12 +36,6 @@ def set_deadlines() -> Callable[[Mapping[str, float]], DeadlineTable]:
     return install
 
 
-@pytest.fixture
-async def fake_llm(nursery: trio.Nursery) -> FakeLLM:
-    """A fake LLM on a free loopback port (``tests/support/fake_llm.py``), default scenario."""
-    return await nursery.start(serve_fake_llm)
-
-
 @pytest.fixture(scope="session")
 def shared_redis(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisProcess]:
     """One ``redis-server`` for the tests that only run commands; flush it before use.
@@ -50,3 +47,13 @@ def shared_redis(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisProc
         yield processes.redis()
     finally:
         processes.stop_all()
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    # A checkout whose environment predates the entry point (not reinstalled
+    # since) still gets the kit's fixtures; ``-p no:autobot`` still turns them off.
+    manager = config.pluginmanager
+    if not manager.has_plugin("autobot") and not manager.is_blocked("autobot"):
+        from autobot.testing import _plugin
+
+        manager.register(_plugin, "autobot")
