@@ -21,28 +21,71 @@ And helpers to use with them or without: :func:`override_deadlines`,
 :func:`run_autobot_server`. The tutorial is ``docs/testing.md``.
 """
 
-from ._app import (
-    AutoBotClient,
-    ServerEvent,
-    app_settings,
-    closed_port_url,
-    parse_events,
-    serve_app,
-)
-from ._deadlines import override_deadlines
-from ._fake_llm import FakeLLM, Scenario, SeenRequest, StreamRecord, fake_embedding, serve_fake_llm
-from ._polling import eventually
-from ._redis import (
-    RedisProcess,
-    RedisProcesses,
-    TLSFiles,
-    free_port,
-    redis_available,
-    redis_missing_reason,
-    sentinel_master,
-    wait_until,
-)
-from ._server import AutoBotServer, run_autobot_server, settings_environ
+from typing import TYPE_CHECKING, Any
+
+# The names are imported when first used, not with the package: pytest imports
+# the plugin (autobot.testing._plugin) in every run of every project that has
+# AutoBot installed, and should not pay for httpx, Hypercorn and h11 in a run
+# that uses no fixture of the kit.
+_MODULES = {
+    "AutoBotClient": "_app",
+    "ServerEvent": "_app",
+    "app_settings": "_app",
+    "closed_port_url": "_app",
+    "parse_events": "_app",
+    "serve_app": "_app",
+    "override_deadlines": "_deadlines",
+    "FakeLLM": "_fake_llm",
+    "Scenario": "_fake_llm",
+    "SeenRequest": "_fake_llm",
+    "StreamRecord": "_fake_llm",
+    "fake_embedding": "_fake_llm",
+    "serve_fake_llm": "_fake_llm",
+    "eventually": "_polling",
+    "RedisProcess": "_redis",
+    "RedisProcesses": "_redis",
+    "TLSFiles": "_redis",
+    "free_port": "_redis",
+    "redis_available": "_redis",
+    "redis_missing_reason": "_redis",
+    "sentinel_master": "_redis",
+    "wait_until": "_redis",
+    "AutoBotServer": "_server",
+    "run_autobot_server": "_server",
+    "settings_environ": "_server",
+}
+
+if TYPE_CHECKING:
+    from ._app import (
+        AutoBotClient,
+        ServerEvent,
+        app_settings,
+        closed_port_url,
+        parse_events,
+        serve_app,
+    )
+    from ._deadlines import override_deadlines
+    from ._fake_llm import (
+        FakeLLM,
+        Scenario,
+        SeenRequest,
+        StreamRecord,
+        fake_embedding,
+        serve_fake_llm,
+    )
+    from ._polling import eventually
+    from ._redis import (
+        RedisProcess,
+        RedisProcesses,
+        TLSFiles,
+        free_port,
+        redis_available,
+        redis_missing_reason,
+        sentinel_master,
+        wait_until,
+    )
+    from ._server import AutoBotServer, run_autobot_server, settings_environ
+
 
 __all__ = [
     "AutoBotClient",
@@ -71,3 +114,18 @@ __all__ = [
     "settings_environ",
     "wait_until",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    module = _MODULES.get(name)
+    if module is None:
+        raise AttributeError(f"module 'autobot.testing' has no attribute {name!r}")
+    from importlib import import_module
+
+    value = getattr(import_module(f"{__name__}.{module}"), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))
