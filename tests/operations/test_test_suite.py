@@ -282,7 +282,7 @@ async def test_a_file_over_its_deadline_is_a_failed_item_and_is_killed(
     )
     # Small enough to be quick, large enough for pytest to start on a busy machine.
     settings = Settings(
-        data_dir=tmp_path, operation_profiles={"comprehensive_test_suite": {"per_item_s": 2.0}}
+        data_dir=tmp_path, operation_profiles={"comprehensive_test_suite": {"per_item_s": 5.0}}
     )
     with trio.fail_after(20):
         run = await run_operation(
