@@ -25,7 +25,7 @@ the body and the text extraction) under one ``kb.fetch`` deadline:
 The readable text of an HTML page is extracted by trafilatura (the main
 content without menus, sidebars, footers and banners, as Markdown with its
 headings; chosen by measurement, see ``docs/knowledge.md``), in a thread
-behind :data:`EXTRACT_THREADS`; links are read by the standard library's
+behind the knowledge base's one CPU limiter (:mod:`._cpu`); links are read by the standard library's
 HTML parser. :class:`Frontier` is the breadth-first queue of one site's URLs,
 JSON-serialisable for checkpoints.
 """
@@ -41,15 +41,13 @@ from typing import Any
 
 import httpx
 import trafilatura
-import trio
-from trio.lowlevel import RunVar
 
 from .._deadlines import deadline
 from .._errors import AutoBotError
+from ._cpu import run_cpu
 from ._url_guard import AddressPolicy, allowed_address, parse_url
 
 __all__ = [
-    "EXTRACT_THREADS",
     "MAX_BODY_BYTES",
     "MAX_REDIRECTS",
     "USER_AGENT",
@@ -70,13 +68,10 @@ MAX_REDIRECTS = 5
 MAX_BODY_BYTES = 5 * 1024 * 1024
 #: The most of a robots.txt that is parsed (RFC 9309 asks for at least 500 KiB).
 MAX_ROBOTS_BYTES = 512 * 1024
-#: Text extractions running at once in threads (CPU work: a few ms a page, more for big ones).
-EXTRACT_THREADS = 2
 
 _HTML_TYPES = ("text/html", "application/xhtml+xml")
 _TEXT_TYPES = ("text/plain",)
 _REDIRECTS = (301, 302, 303, 307, 308)
-_limiter: RunVar[trio.CapacityLimiter] = RunVar("autobot.crawl_extract_limiter")
 
 
 class CrawlFailed(AutoBotError):
@@ -181,15 +176,6 @@ def _read_html(url: str, html: str) -> tuple[str, str | None, list[str], set[str
     metadata = trafilatura.extract_metadata(html)
     title = metadata.title if metadata is not None and metadata.title else None
     return text, title, links, parser.robots
-
-
-async def _in_thread(function: Any, *args: Any) -> Any:
-    try:
-        limiter = _limiter.get()
-    except LookupError:
-        limiter = trio.CapacityLimiter(EXTRACT_THREADS)
-        _limiter.set(limiter)
-    return await trio.to_thread.run_sync(function, *args, limiter=limiter, abandon_on_cancel=True)
 
 
 @dataclass(slots=True)
@@ -341,7 +327,7 @@ class Crawler:
                 page.text = text
                 return page
             page.kind = "html"
-            page.text, page.title, page.links, robots = await _in_thread(_read_html, final, text)
+            page.text, page.title, page.links, robots = await run_cpu(_read_html, final, text)
             page.index = "noindex" not in robots and "none" not in robots
             page.follow = "nofollow" not in robots and "none" not in robots
             if not page.follow:

@@ -79,20 +79,16 @@ def _schema() -> tantivy.Schema:
     return builder.build()
 
 
-async def _in_thread(function: Callable[..., T], *args: Any) -> T:
-    return await run_cpu(function, *args)
-
-
 async def _write(function: Callable[..., T], *args: Any) -> T:
     """An index write (or open, or move) in a thread, within ``file.io``."""
     with deadline("file.io"):
-        return await _in_thread(function, *args)
+        return await run_cpu(function, *args)
 
 
 async def _query(function: Callable[..., T], *args: Any) -> T:
     """A search in a thread, within ``kb.search``."""
     with deadline("kb.search"):
-        return await _in_thread(function, *args)
+        return await run_cpu(function, *args)
 
 
 class _Engine:
