@@ -44,8 +44,9 @@ from .._errors import (
 )
 from .._logging import log_fields
 from ..llm import LLM, PromptTemplates
-from ..storage import AnswerProgress, Chat, Message, Store, chat_not_found, new_id
+from ..storage import AnswerProgress, Chat, Message, Store, chat_not_found, new_id, now
 from ._grounding import Context, Grounding, find_context, grounded_prompt
+from ._token_recorder import TokenRecorder
 
 __all__ = [
     "MAX_CONTENT_CHARS",
@@ -167,6 +168,15 @@ def check_chat_id(chat_id: str) -> str:
     return chat_id
 
 
+async def _give_back(store: Store, chat_id: str, answer_id: str) -> None:
+    """Drop answer ``answer_id``'s progress and lease; both lapse by themselves if this fails."""
+    try:
+        await store.end_answer(chat_id, answer_id)
+        await store.release_lease(answer_lease(chat_id), answer_id)
+    except AutoBotError as error:
+        log.warning("answer not given back", extra=log_fields(error=error.message))
+
+
 class Answer:
     """One answer: claimed and with its user message stored; :meth:`run` streams it."""
 
@@ -193,6 +203,10 @@ class Answer:
         self._grounding = grounding
         # What the knowledge search gave; stays None while it runs (or if it never did).
         self._context: Context | None = None
+        self._tokens = TokenRecorder(
+            service.store, chat_id, answer_id, chat_channel(chat_id), self._recording_stopped
+        )
+        self._scope: trio.CancelScope | None = None
 
     @property
     def text(self) -> str:
@@ -218,7 +232,9 @@ class Answer:
         status = "cancelled"
         try:
             async with trio.open_nursery() as nursery:
+                self._scope = nursery.cancel_scope
                 nursery.start_soon(self._keep_lease)
+                nursery.start_soon(self._tokens.run)
                 await nursery.start(self._watch_for_cancel, nursery.cancel_scope)
                 try:
                     if self._grounding is not None:
@@ -260,41 +276,44 @@ class Answer:
             self._stats = deltas.stats
 
     async def _token(self, delta: str, seq: int, on_event: EventSink | None) -> None:
-        """Hand token ``seq`` to the asker, record it for joiners and publish it, in one step."""
+        """Hand token ``seq`` to the asker, then to the recorder (joiners, other listeners)."""
         event = {"type": "token", "delta": delta, "seq": seq, "answer_id": self.id}
         if on_event is not None:
             await on_event(event)
+        self._tokens.add(seq, delta, event)
+
+    async def _recording_stopped(self) -> None:
+        """The store no longer has this answer in progress: stop if the chat was deleted."""
         try:
-            await self._service.store.append_answer_token(
-                self.chat_id, self.id, seq, delta, chat_channel(self.chat_id), event
-            )
+            await self._service.store.get_chat(self.chat_id)
+        except NotFound:
+            self._chat_deleted = True
+            if self._scope is not None:
+                self._scope.cancel()
         except AutoBotError as error:
-            # Other listeners and joiners miss this token; the answer itself goes on.
-            log.warning("token not published", extra=log_fields(error=error.message))
+            log.warning("chat not checked", extra=log_fields(error=error.message))
+        else:
+            log.warning("answer progress lost", extra=log_fields(chat_id=self.chat_id))
 
     async def _finish(
         self, status: str, failure: AutoBotError | None, on_event: EventSink | None
     ) -> Message | None:
         """Store what arrived, free the chat, tell every listener; None if the chat is gone.
 
-        Run shielded: each store call is bounded by its own deadline.
+        One store call (:meth:`~autobot.storage.Store.finish_answer`): the answer is
+        stored, its progress dropped (a joiner finds one or the other) and its
+        final event published after the tokens still pending. Run shielded; the
+        store call is bounded by its own deadline.
         """
-        store = self._service.store
+        created_at, _ = now()
         message: Message | None = None
-        try:
-            if not self._chat_deleted:
-                message = await store.append_message(
-                    self.chat_id, "assistant", self.text, status, **self._knowledge_fields()
-                )
-        except NotFound:
-            self._chat_deleted = True  # deleted as the answer ended
-        finally:
-            # Stored first, then no longer in progress: a joiner finds one or the other.
-            await self._end_progress()  # noqa: ASYNC102 - _finish runs shielded (see run)
-            await self._release()  # noqa: ASYNC102 - _finish runs shielded (see run)
+        if not self._chat_deleted:
+            message = Message(
+                new_id(), "assistant", self.text, created_at, status, **self._knowledge_fields()
+            )
+        gone: dict[str, Any] = {"type": "error", "error": _chat_deleted().to_body()["error"]}
         if message is None:
-            status = "deleted"
-            event: dict[str, Any] = {"type": "error", "error": _chat_deleted().to_body()["error"]}
+            event = gone
         elif failure is not None:
             event = {
                 "type": "error",
@@ -304,7 +323,19 @@ class Answer:
         else:
             kind = "done" if status == "complete" else "cancelled"
             event = {"type": kind, "message": message.to_json()}
-        await self._service.emit(self.chat_id, event, on_event)
+        stored = await self._service.store.finish_answer(
+            self.chat_id,
+            self.id,
+            message,
+            lease=self._lease,
+            channel=chat_channel(self.chat_id),
+            events=[*self._tokens.take_pending(), event],
+            gone_events=[gone],
+        )
+        if not stored:
+            message, event, status = None, gone, "deleted"
+        if on_event is not None:
+            await on_event(event)
         characters = len(self.text)
         if self._service.observer is not None:
             self._service.observer.answer_finished(status, characters, self._stats)
@@ -314,22 +345,9 @@ class Answer:
         )
         return message
 
-    async def _end_progress(self) -> None:
-        try:
-            await self._service.store.end_answer(self.chat_id, self.id)
-        except AutoBotError as error:  # with Redis it expires by itself
-            log.warning("answer progress not dropped", extra=log_fields(error=error.message))
-
-    async def _release(self) -> None:
-        try:
-            await self._service.store.release_lease(self._lease, self.id)
-        except AutoBotError as error:  # it lapses by itself within its TTL
-            log.warning("answer lease not released", extra=log_fields(error=error.message))
-
     async def abandon(self) -> None:
         """Give the chat back without answering (the caller will never call :meth:`run`)."""
-        await self._end_progress()
-        await self._release()
+        await _give_back(self._service.store, self.chat_id, self.id)
 
     async def _keep_lease(self) -> None:
         while True:
@@ -348,16 +366,10 @@ class Answer:
         """Cancel the answer on a ``cancel`` request or when the chat is deleted."""
         started = False
         try:
-            async with self._service.store.subscribe(control_channel(self.chat_id)) as requests:
+            # A delete that lands before this is heard of through the token recorder.
+            async with self._service.store.follow(control_channel(self.chat_id)) as requests:
                 task_status.started()
                 started = True
-                # A delete that landed before the subscription was heard of nowhere.
-                try:
-                    await self._service.store.get_chat(self.chat_id)
-                except NotFound:
-                    self._chat_deleted = True
-                    answer_scope.cancel()
-                    return
                 async for request in requests:
                     if request.get("type") == "cancel":
                         self._chat_deleted = request.get("reason") == CHAT_DELETED
@@ -524,21 +536,31 @@ class ChatService:
         """
         content = validate_content(content)
         model = validate_model(model)
-        await self.get_chat(chat_id)
+        check_chat_id(chat_id)
         answer_id = new_id()
-        if not await self.store.claim_lease(answer_lease(chat_id), answer_id, ANSWER_LEASE_TTL_S):
+        lease = answer_lease(chat_id)
+        try:
+            opened = await self.store.start_answer(
+                chat_id,
+                answer_id,
+                content,
+                lease=lease,
+                lease_ttl_s=ANSWER_LEASE_TTL_S,
+                history=HISTORY_MESSAGES,
+            )
+        except NotFound:
+            raise
+        except BaseException:
+            # Cut off after the store may have done it: give the chat back.
+            with trio.CancelScope(shield=True):
+                await _give_back(self.store, chat_id, answer_id)
+            raise
+        if opened is None:
             raise Conflict(
                 "an answer is already being streamed in this chat", code="answer_in_progress"
             )
-        try:
-            user_message = await self.store.append_message(chat_id, "user", content)
-            prompt = await self._prompt(await self.store.get_messages(chat_id))
-            await self.store.begin_answer(chat_id, answer_id)
-        except BaseException:
-            with trio.CancelScope(shield=True):
-                await self.store.end_answer(chat_id, answer_id)
-                await self.store.release_lease(answer_lease(chat_id), answer_id)
-            raise
+        user_message, history = opened
+        prompt = await self._prompt(history)
         return Answer(self, chat_id, answer_id, user_message, prompt, model, grounding)
 
     async def answer(

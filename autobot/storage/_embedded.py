@@ -109,6 +109,8 @@ class EmbeddedStore:
                     self._fact_log.append("vectors", [i for i in record["vectors"] if i in facts])
                 else:
                     self._fact_log.append(_LOGGED[kind], [record["id"]])
+            elif kind == "chat_deleted" and changed:
+                self._answers.pop(record["id"], None)  # tells an answer streaming in it
             elif kind == "inbox_message":
                 event = self._inbox_changed.pop(record["agent"], None)
                 if event is not None:
@@ -239,20 +241,45 @@ class EmbeddedStore:
         await trio.lowlevel.checkpoint()
         self._answers[chat_id] = (answer_id, [])
 
-    async def append_answer_token(
+    async def start_answer(
         self,
         chat_id: str,
         answer_id: str,
-        seq: int,
-        delta: str,
+        content: str,
+        *,
+        lease: str,
+        lease_ttl_s: float,
+        history: int,
+    ) -> tuple[Message, list[Message]] | None:
+        self._entry(chat_id)
+        if not await self.claim_lease(lease, answer_id, lease_ttl_s):
+            return None
+        try:
+            message = await self.append_message(chat_id, "user", content)
+        except BaseException:
+            self._release(lease, answer_id)
+            raise
+        self._answers[chat_id] = (answer_id, [])
+        return message, self._entry(chat_id).messages[-max(1, history) :]
+
+    async def append_answer_tokens(
+        self,
+        chat_id: str,
+        answer_id: str,
+        first_seq: int,
+        deltas: Sequence[str],
         channel: str,
-        event: dict[str, Any],
-    ) -> None:
+        events: Sequence[dict[str, Any]],
+    ) -> bool:
         await trio.lowlevel.checkpoint()
         entry = self._answers.get(chat_id)
-        if entry is not None and entry[0] == answer_id and len(entry[1]) == seq - 1:
-            entry[1].append(delta)
-        self._fanout.deliver(channel, event)
+        if entry is None or entry[0] != answer_id:
+            return False
+        if len(entry[1]) == first_seq - 1:
+            entry[1].extend(deltas)
+        for event in events:
+            self._fanout.deliver(channel, event)
+        return True
 
     async def answer_progress(self, chat_id: str) -> AnswerProgress | None:
         await trio.lowlevel.checkpoint()
@@ -261,9 +288,36 @@ class EmbeddedStore:
 
     async def end_answer(self, chat_id: str, answer_id: str) -> None:
         await trio.lowlevel.checkpoint()
+        self._drop_answer(chat_id, answer_id)
+
+    def _drop_answer(self, chat_id: str, answer_id: str) -> None:
         entry = self._answers.get(chat_id)
         if entry is not None and entry[0] == answer_id:
             del self._answers[chat_id]
+
+    async def finish_answer(
+        self,
+        chat_id: str,
+        answer_id: str,
+        message: Message | None,
+        *,
+        lease: str,
+        channel: str,
+        events: Sequence[dict[str, Any]],
+        gone_events: Sequence[dict[str, Any]],
+    ) -> bool:
+        stored = False
+        try:
+            if message is not None and chat_id in self._state.chats:
+                record = {"kind": "message", "chat_id": chat_id, **message.to_json()}
+                stored = await self._commit_one(record)
+        finally:
+            # In memory, no checkpoint: done even when the commit failed or was cancelled.
+            self._drop_answer(chat_id, answer_id)
+            self._release(lease, answer_id)
+        for event in events if stored else gone_events:
+            self._fanout.deliver(channel, event)
+        return stored
 
     # -- long-running operations ----------------------------------------------------------
 
@@ -331,6 +385,9 @@ class EmbeddedStore:
 
     async def release_lease(self, name: str, owner: str) -> bool:
         await trio.lowlevel.checkpoint()
+        return self._release(name, owner)
+
+    def _release(self, name: str, owner: str) -> bool:
         if self._holder(name) != owner:
             return False
         del self._leases[name]
@@ -434,6 +491,9 @@ class EmbeddedStore:
         self._fanout.deliver(channel, message)
 
     def subscribe(self, channel: str) -> AbstractAsyncContextManager[AsyncIterator[dict[str, Any]]]:
+        return self._fanout.subscribe(channel)
+
+    def follow(self, channel: str) -> AbstractAsyncContextManager[AsyncIterator[dict[str, Any]]]:
         return self._fanout.subscribe(channel)
 
     # -- migration ----------------------------------------------------------------------

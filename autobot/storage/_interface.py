@@ -151,16 +151,43 @@ class Store(Protocol):
         """Keep the tokens of answer ``answer_id`` of ``chat_id`` from now on."""
         ...
 
-    async def append_answer_token(
+    async def start_answer(
         self,
         chat_id: str,
         answer_id: str,
-        seq: int,
-        delta: str,
+        content: str,
+        *,
+        lease: str,
+        lease_ttl_s: float,
+        history: int,
+    ) -> tuple[Message, list[Message]] | None:
+        """Open answer ``answer_id`` to the user's ``content``, in one step.
+
+        The chat must exist (``chat_not_found`` if not). ``lease`` is claimed
+        for ``answer_id`` as :meth:`claim_lease` would; when someone else holds
+        it, nothing changes and this returns ``None``. Otherwise ``content`` is
+        stored as the user's message, the answer's tokens are kept from now on
+        (:meth:`begin_answer`), and this returns that message and the chat's
+        last ``history`` messages, the new one included. One round trip with
+        Redis: the first thing every answer does costs one.
+        """
+        ...
+
+    async def append_answer_tokens(
+        self,
+        chat_id: str,
+        answer_id: str,
+        first_seq: int,
+        deltas: Sequence[str],
         channel: str,
-        event: dict[str, Any],
-    ) -> None:
-        """Record token ``seq`` (from 1) and publish ``event`` on ``channel``, in one step."""
+        events: Sequence[dict[str, Any]],
+    ) -> bool:
+        """Record tokens ``first_seq``, ``first_seq + 1``... and publish ``events`` on
+        ``channel`` (one per token, in order), all in one step.
+
+        False, and nothing recorded or published, when ``answer_id`` is no
+        longer the chat's answer in progress: its chat was deleted.
+        """
         ...
 
     async def answer_progress(self, chat_id: str) -> AnswerProgress | None:
@@ -169,6 +196,24 @@ class Store(Protocol):
 
     async def end_answer(self, chat_id: str, answer_id: str) -> None:
         """Drop the progress of ``answer_id`` (call once the answer is stored)."""
+        ...
+
+    async def finish_answer(
+        self,
+        chat_id: str,
+        answer_id: str,
+        message: Message | None,
+        *,
+        lease: str,
+        channel: str,
+        events: Sequence[dict[str, Any]],
+        gone_events: Sequence[dict[str, Any]],
+    ) -> bool:
+        """End answer ``answer_id`` in one step: store ``message`` in the chat (unless
+        None), drop the answer's progress, release ``lease`` if ``answer_id`` holds it,
+        and publish ``events`` on ``channel``, or ``gone_events`` when the message was
+        not stored because the chat no longer exists. True if ``message`` was stored.
+        """
         ...
 
     # -- long-running operations ------------------------------------------------------
@@ -311,6 +356,16 @@ class Store(Protocol):
 
         A subscriber that falls too far behind is dropped: its iterator raises
         ``ServiceUnavailable`` rather than holding memory without bound.
+        """
+        ...
+
+    def follow(self, channel: str) -> AbstractAsyncContextManager[AsyncIterator[dict[str, Any]]]:
+        """Like :meth:`subscribe`, at no cost: no round trip, no wait for the relay.
+
+        In exchange, a message published just before the call may still
+        arrive, and with Redis nothing is heard while the relay is down. For
+        a listener that only reacts to what it is told (an answer watching for
+        ``cancel``), not one that must see a stream from a known point.
         """
         ...
 

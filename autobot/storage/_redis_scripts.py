@@ -58,10 +58,11 @@ redis.call('ZADD', KEYS[1], redis.call('INCR', KEYS[2]), ARGV[1])
 return 1
 """
 
-# KEYS: chats, chat hash, messages.  ARGV: chat id
+# KEYS: chats, chat hash, messages, the chat's answering key.  ARGV: chat id
+# (Dropping the answering key tells an answer streaming in the chat: see _APPEND_ANSWER_TOKENS.)
 _DELETE_CHAT = """
 if redis.call('EXISTS', KEYS[2]) == 0 then return 0 end
-redis.call('DEL', KEYS[2], KEYS[3])
+redis.call('DEL', KEYS[2], KEYS[3], KEYS[4])
 redis.call('ZREM', KEYS[1], ARGV[1])
 return 1
 """
@@ -73,12 +74,59 @@ redis.call('DEL', KEYS[2])
 return 1
 """
 
-# KEYS: the answer's stream, the channel.  ARGV: seq, delta, event json, ttl seconds
-_APPEND_ANSWER_TOKEN = """
-redis.call('XADD', KEYS[1], ARGV[1] .. '-0', 'd', ARGV[2])
-if ARGV[1] == '1' then redis.call('EXPIRE', KEYS[1], ARGV[4]) end
-redis.call('PUBLISH', KEYS[2], ARGV[3])
+# KEYS: chats, clock, chat hash, messages, lease, the chat's answering key, the answer's stream.
+# ARGV: chat id, answer id, lease ttl ms, user message json, created_at, history count,
+# progress ttl seconds.  Returns -1 (no chat), 0 (lease held by another) or the last
+# ``history`` message JSONs, the new one included.
+_START_ANSWER = """
+if redis.call('EXISTS', KEYS[3]) == 0 then return -1 end
+local holder = redis.call('GET', KEYS[5])
+if holder and holder ~= ARGV[2] then return 0 end
+redis.call('SET', KEYS[5], ARGV[2], 'PX', ARGV[3])
+redis.call('RPUSH', KEYS[4], ARGV[4])
+redis.call('HSET', KEYS[3], 'updated_at', ARGV[5])
+redis.call('ZADD', KEYS[1], redis.call('INCR', KEYS[2]), ARGV[1])
+redis.call('SET', KEYS[6], ARGV[2], 'EX', ARGV[7])
+redis.call('DEL', KEYS[7])
+return redis.call('LRANGE', KEYS[4], -tonumber(ARGV[6]), -1)
+"""
+
+# KEYS: the chat's answering key, the answer's stream, the channel.
+# ARGV: answer id, progress ttl seconds, first seq, then (delta, event json) per token.
+# Returns 0, recording nothing, once the answer is no longer the chat's (chat deleted).
+_APPEND_ANSWER_TOKENS = """
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
+local seq = tonumber(ARGV[3])
+for i = 4, #ARGV, 2 do
+  redis.call('XADD', KEYS[2], seq .. '-0', 'd', ARGV[i])
+  redis.call('PUBLISH', KEYS[3], ARGV[i + 1])
+  seq = seq + 1
+end
+redis.call('EXPIRE', KEYS[1], ARGV[2])
+redis.call('EXPIRE', KEYS[2], ARGV[2])
 return 1
+"""
+
+# KEYS: chats, clock, chat hash, messages, lease, the chat's answering key, the answer's
+# stream, the channel.  ARGV: chat id, answer id, message json ('' for none), created_at,
+# the number n of events, the n events, then the events for a chat that is gone.
+# Returns 1 if the message was stored.
+_FINISH_ANSWER = """
+local stored = 0
+if ARGV[3] ~= '' and redis.call('EXISTS', KEYS[3]) == 1 then
+  redis.call('RPUSH', KEYS[4], ARGV[3])
+  redis.call('HSET', KEYS[3], 'updated_at', ARGV[4])
+  redis.call('ZADD', KEYS[1], redis.call('INCR', KEYS[2]), ARGV[1])
+  stored = 1
+end
+if redis.call('GET', KEYS[6]) == ARGV[2] then redis.call('DEL', KEYS[6]) end
+redis.call('DEL', KEYS[7])
+if redis.call('GET', KEYS[5]) == ARGV[2] then redis.call('DEL', KEYS[5]) end
+local n = tonumber(ARGV[5])
+local first, last = 6, 5 + n
+if stored == 0 then first, last = 6 + n, #ARGV end
+for i = first, last do redis.call('PUBLISH', KEYS[8], ARGV[i]) end
+return stored
 """
 
 # KEYS: the chat's answering key.  ARGV: the answer streams' key prefix.
@@ -272,7 +320,9 @@ SCRIPTS = {
         "put_operation": _PUT_OPERATION,
         "put_fact": _PUT_FACT,
         "begin_answer": _BEGIN_ANSWER,
-        "append_answer_token": _APPEND_ANSWER_TOKEN,
+        "start_answer": _START_ANSWER,
+        "append_answer_tokens": _APPEND_ANSWER_TOKENS,
+        "finish_answer": _FINISH_ANSWER,
         "answer_progress": _ANSWER_PROGRESS,
         "end_answer": _END_ANSWER,
         "delete_fact": _DELETE_FACT,

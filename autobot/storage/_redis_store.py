@@ -168,6 +168,7 @@ class RedisStore:
                 self._key("chats"),
                 self._key("chat", chat_id),
                 self._key("chat", chat_id, "messages"),
+                self._key("answering", chat_id),
             ],
             [chat_id],
         )
@@ -178,12 +179,7 @@ class RedisStore:
         return bool(
             await self._run(
                 "append_message",
-                [
-                    self._key("chats"),
-                    self._key("clock"),
-                    self._key("chat", chat_id),
-                    self._key("chat", chat_id, "messages"),
-                ],
+                self._chat_keys(chat_id),
                 [chat_id, _dumps(message.to_json()), message.created_at],
             )
         )
@@ -340,20 +336,64 @@ class RedisStore:
             [answer_id, ANSWER_PROGRESS_TTL_S],
         )
 
-    async def append_answer_token(
+    def _chat_keys(self, chat_id: str) -> list[str]:
+        """The keys a change to a chat's messages touches (as _APPEND_MESSAGE takes them)."""
+        return [
+            self._key("chats"),
+            self._key("clock"),
+            self._key("chat", chat_id),
+            self._key("chat", chat_id, "messages"),
+        ]
+
+    async def start_answer(
         self,
         chat_id: str,
         answer_id: str,
-        seq: int,
-        delta: str,
-        channel: str,
-        event: dict[str, Any],
-    ) -> None:
-        await self._run(
-            "append_answer_token",
-            [self._key("answer", answer_id), self._key("chan", channel)],
-            [seq, delta, _dumps(event), ANSWER_PROGRESS_TTL_S],
+        content: str,
+        *,
+        lease: str,
+        lease_ttl_s: float,
+        history: int,
+    ) -> tuple[Message, list[Message]] | None:
+        created_at, _ = now()
+        message = Message(new_id(), "user", content, created_at)
+        reply = await self._run(
+            "start_answer",
+            [
+                *self._chat_keys(chat_id),
+                self._key("lease", lease),
+                *self._answer_keys(chat_id, answer_id),
+            ],
+            [
+                chat_id,
+                answer_id,
+                max(1, round(lease_ttl_s * 1000)),
+                _dumps(message.to_json()),
+                created_at,
+                max(1, history),
+                ANSWER_PROGRESS_TTL_S,
+            ],
         )
+        if reply == -1:
+            raise chat_not_found(chat_id)
+        if reply == 0:
+            return None
+        return message, [Message.from_json(json.loads(item)) for item in reply]
+
+    async def append_answer_tokens(
+        self,
+        chat_id: str,
+        answer_id: str,
+        first_seq: int,
+        deltas: Sequence[str],
+        channel: str,
+        events: Sequence[dict[str, Any]],
+    ) -> bool:
+        args: list[Any] = [answer_id, ANSWER_PROGRESS_TTL_S, first_seq]
+        for delta, event in zip(deltas, events, strict=True):
+            args += [delta, _dumps(event)]
+        keys = [*self._answer_keys(chat_id, answer_id), self._key("chan", channel)]
+        return bool(await self._run("append_answer_tokens", keys, args))
 
     async def answer_progress(self, chat_id: str) -> AnswerProgress | None:
         reply = await self._run(
@@ -366,6 +406,37 @@ class RedisStore:
 
     async def end_answer(self, chat_id: str, answer_id: str) -> None:
         await self._run("end_answer", self._answer_keys(chat_id, answer_id), [answer_id])
+
+    async def finish_answer(
+        self,
+        chat_id: str,
+        answer_id: str,
+        message: Message | None,
+        *,
+        lease: str,
+        channel: str,
+        events: Sequence[dict[str, Any]],
+        gone_events: Sequence[dict[str, Any]],
+    ) -> bool:
+        stored = await self._run(
+            "finish_answer",
+            [
+                *self._chat_keys(chat_id),
+                self._key("lease", lease),
+                *self._answer_keys(chat_id, answer_id),
+                self._key("chan", channel),
+            ],
+            [
+                chat_id,
+                answer_id,
+                "" if message is None else _dumps(message.to_json()),
+                now()[0] if message is None else message.created_at,
+                len(events),
+                *map(_dumps, events),
+                *map(_dumps, gone_events),
+            ],
+        )
+        return bool(stored)
 
     # -- long-running operations ----------------------------------------------------------
 
@@ -576,6 +647,9 @@ class RedisStore:
 
     def subscribe(self, channel: str) -> AbstractAsyncContextManager[AsyncIterator[dict[str, Any]]]:
         return self._subscription(channel)
+
+    def follow(self, channel: str) -> AbstractAsyncContextManager[AsyncIterator[dict[str, Any]]]:
+        return self._fanout.subscribe(channel)
 
     async def listen(
         self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED

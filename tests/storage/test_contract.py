@@ -12,7 +12,7 @@ import trio
 import trio.testing
 
 from autobot import NotFound, ServiceUnavailable
-from autobot.storage import Priority, Store
+from autobot.storage import Message, Priority, Store, new_id, now
 from tests.support.polling import eventually
 
 ISO_UTC = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$")
@@ -627,9 +627,11 @@ async def test_an_answer_in_progress_keeps_its_tokens_until_it_ends(store: Store
     progress = await store.answer_progress(chat.id)
     assert progress is not None and (progress.answer_id, progress.seq) == ("a1", 0)
     async with store.subscribe("chat-events") as events:
-        for seq, delta in enumerate(["Hel", "lo", " world"], 1):
-            event = {"type": "token", "delta": delta, "seq": seq}
-            await store.append_answer_token(chat.id, "a1", seq, delta, "chat-events", event)
+        deltas = ["Hel", "lo", " world"]
+        tokens = [{"type": "token", "delta": d, "seq": seq} for seq, d in enumerate(deltas, 1)]
+        channel = "chat-events"
+        assert await store.append_answer_tokens(chat.id, "a1", 1, deltas[:1], channel, tokens[:1])
+        assert await store.append_answer_tokens(chat.id, "a1", 2, deltas[1:], channel, tokens[1:])
         with trio.fail_after(5):
             seen = [await anext(events) for _ in range(3)]
     assert [event["seq"] for event in seen] == [1, 2, 3]
@@ -645,7 +647,83 @@ async def test_an_answer_in_progress_keeps_its_tokens_until_it_ends(store: Store
 async def test_a_new_answer_replaces_what_an_old_one_left(store: Store) -> None:
     chat = await store.create_chat()
     await store.begin_answer(chat.id, "old")
-    await store.append_answer_token(chat.id, "old", 1, "x", "c", {"type": "token"})
+    assert await store.append_answer_tokens(chat.id, "old", 1, ["x"], "c", [{"type": "token"}])
     await store.begin_answer(chat.id, "new")
     progress = await store.answer_progress(chat.id)
     assert progress is not None and (progress.answer_id, progress.tokens) == ("new", ())
+
+
+async def test_starting_an_answer_claims_the_chat_stores_the_message_and_returns_history(
+    store: Store,
+) -> None:
+    chat = await store.create_chat()
+    for n in range(4):
+        await store.append_message(chat.id, "user", f"m{n}")
+    opened = await store.start_answer(
+        chat.id, "a1", "question", lease="answer:x", lease_ttl_s=30, history=3
+    )
+    assert opened is not None
+    message, history = opened
+    assert (message.role, message.content) == ("user", "question")
+    assert [m.content for m in history] == ["m2", "m3", "question"]
+    assert await store.lease_owner("answer:x") == "a1"
+    progress = await store.answer_progress(chat.id)
+    assert progress is not None and (progress.answer_id, progress.seq) == ("a1", 0)
+    # Held by a1: a second answer changes nothing.
+    again = await store.start_answer(
+        chat.id, "a2", "other", lease="answer:x", lease_ttl_s=30, history=3
+    )
+    assert again is None
+    assert [m.content for m in await store.get_messages(chat.id)][-1] == "question"
+    with pytest.raises(NotFound):
+        await store.start_answer("nope", "a3", "q", lease="answer:y", lease_ttl_s=30, history=3)
+    assert await store.lease_owner("answer:y") is None
+
+
+async def test_finishing_an_answer_stores_it_frees_the_chat_and_publishes_in_order(
+    store: Store,
+) -> None:
+    chat = await store.create_chat()
+    assert await store.start_answer(chat.id, "a1", "q", lease="L", lease_ttl_s=30, history=5)
+    async with store.subscribe("events") as events:
+        assert await store.append_answer_tokens(chat.id, "a1", 1, ["a"], "events", [{"n": 1}])
+        answer = Message(new_id(), "assistant", "ab", now()[0], "complete")
+        stored = await store.finish_answer(
+            chat.id,
+            "a1",
+            answer,
+            lease="L",
+            channel="events",
+            events=[{"n": 2}, {"n": 3}],
+            gone_events=[{"n": "gone"}],
+        )
+        with trio.fail_after(5):
+            seen = [await anext(events) for _ in range(3)]
+    assert stored and seen == [{"n": 1}, {"n": 2}, {"n": 3}]
+    assert (await store.get_messages(chat.id))[-1] == answer
+    assert await store.answer_progress(chat.id) is None
+    assert await store.lease_owner("L") is None
+
+
+async def test_an_answer_whose_chat_was_deleted_records_nothing_and_publishes_gone(
+    store: Store,
+) -> None:
+    chat = await store.create_chat()
+    assert await store.start_answer(chat.id, "a1", "q", lease="L", lease_ttl_s=30, history=5)
+    await store.delete_chat(chat.id)
+    async with store.subscribe("events") as events:
+        assert not await store.append_answer_tokens(chat.id, "a1", 1, ["a"], "events", [{"n": 1}])
+        answer = Message(new_id(), "assistant", "a", now()[0], "cancelled")
+        stored = await store.finish_answer(
+            chat.id,
+            "a1",
+            answer,
+            lease="L",
+            channel="events",
+            events=[{"n": "final"}],
+            gone_events=[{"n": "gone"}],
+        )
+        with trio.fail_after(5):
+            seen = await anext(events)
+    assert not stored and seen == {"n": "gone"}
+    assert await store.lease_owner("L") is None

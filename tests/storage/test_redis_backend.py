@@ -123,7 +123,7 @@ async def test_an_answer_in_progress_expires_by_itself_and_ends_without_keys(sha
         async with open_redis_store(client) as store:
             chat = await store.create_chat()
             await store.begin_answer(chat.id, "a1")
-            await store.append_answer_token(chat.id, "a1", 1, "hi", "c", {"type": "token"})
+            assert await store.append_answer_tokens(chat.id, "a1", 1, ["hi"], "c", [{"type": "t"}])
             answering, stream = store.prefix + "answering:" + chat.id, store.prefix + "answer:a1"
             assert 0 < await client.ttl(answering) <= 900
             assert 0 < await client.ttl(stream) <= 900
