@@ -97,6 +97,12 @@ SCOPES: tuple[ScopeSpec, ...] = (
     ScopeSpec("kb.fetch", 15.0, "fetching one page for the knowledge base"),
     ScopeSpec("health", 2.0, "the whole /api/health answer"),
     ScopeSpec("health.check", 1.5, "one health check; must be shorter than 'health'"),
+    ScopeSpec(
+        "health.wait",
+        0.5,
+        "how long a health request waits for a probe of a dependency that can come back by "
+        "itself (Redis, the LLM), from the probe's start; the probe goes on after it",
+    ),
     ScopeSpec("http.request", 30.0, "any non-streaming HTTP handler"),
     ScopeSpec("http.body", 60.0, "receiving one whole request body from the client"),
     ScopeSpec(

@@ -12,9 +12,20 @@ contract asks of a load balancer's target:
   breaker counters); a result is not reused once that changed, so a failure
   that requests just ran into shows in the next health answer, not a second
   later.
+* **Refreshed ahead.** A request served a result older than
+  :data:`REFRESH_S` starts the next probe in the background, so under steady
+  polling a fresh result is ready before the old one may no longer be served,
+  and no request waits for a probe at all.
 * **Single-flight.** At most one probe per check is in flight; every request
   that needs a fresh result while one runs waits for that one. Two hundred
   concurrent requests cost one probe per dependency, not two hundred.
+* **Nobody queues behind a hung dependency.** A request waits for the probe
+  of a check that can come back by itself (Redis, the LLM) until that probe
+  has run ``health.wait``, counted from the probe's start: once a probe has
+  gone unanswered that long, the check is reported failing at once, while
+  the probe goes on for later requests. A critical check is waited for up to
+  ``health.check``: "down" takes a dependency out of service, so it is not
+  said of one that is merely slow.
 * **Bounded twice.** A probe runs under ``health.check`` in a nursery owned by
   the services (:meth:`HealthProbes.run`), not by the request that started it,
   so a request that is cancelled does not cancel the probe others wait for. A
@@ -39,10 +50,11 @@ from typing import Any, Protocol
 
 import trio
 
-from ._deadlines import deadline
+from ._deadlines import current_deadlines, deadline
 from ._errors import AutoBotError, DeadlineExceeded
 
 __all__ = [
+    "REFRESH_S",
     "REUSE_S",
     "CheckFailed",
     "DataDirCheck",
@@ -57,6 +69,8 @@ __all__ = [
 
 #: How long a check's result may be served again (the API contract's "up to 1 s").
 REUSE_S = 1.0
+#: A result this old is still served, and a probe for the next one starts.
+REFRESH_S = REUSE_S / 2
 
 
 class HealthCheck(Protocol):
@@ -131,6 +145,23 @@ def describe_error(error: BaseException) -> str:
     return f"{type(error).__name__}: {error}" if str(error) else type(error).__name__
 
 
+def _wait_scope(check: HealthCheck) -> str:
+    """The scope bounding a wait for ``check``'s probe (never past the probe's own end)."""
+    table = current_deadlines()
+    if check.critical or table.budget("health.check") <= table.budget("health.wait"):
+        return "health.check"
+    return "health.wait"
+
+
+def _budget_message(scope: str, error: DeadlineExceeded) -> str:
+    """What a request that stopped waiting for a probe reports; the probe's own
+    expiry (``health.check``) reads as it always does."""
+    budget = current_deadlines().budget(scope)
+    if scope == "health.wait":
+        return f"no answer within {budget:g} s ('health.wait'); the probe goes on"
+    return DeadlineExceeded(scope, budget).message
+
+
 def _ms(seconds: float) -> float:
     return round(seconds * 1000, 3)
 
@@ -147,6 +178,7 @@ class _Result:
 class _Entry:
     result: _Result | None = None
     running: trio.Event | None = None  # set when the probe in flight ends
+    started_at: float = 0.0  # when the probe in flight started
     probes: int = 0
 
 
@@ -219,6 +251,8 @@ class HealthProbes:
             and asked - result.finished_at <= REUSE_S
             and result.fingerprint == _fingerprint(check)
         ):
+            if asked - result.finished_at >= REFRESH_S and entry.running is None:
+                self._start_probe(check, entry, nursery)
             await trio.lowlevel.checkpoint()
             results[check.name] = (
                 {**result.fields, "age_ms": _ms(asked - result.finished_at)},
@@ -226,16 +260,24 @@ class HealthProbes:
             )
             return
         if entry.running is None:
-            entry.running = trio.Event()
-            nursery.start_soon(self._probe, check, entry, entry.running)
+            self._start_probe(check, entry, nursery)
         running = entry.running
+        assert running is not None
+        scope = _wait_scope(check)
+        left = current_deadlines().budget(scope) - (asked - entry.started_at)
         try:
-            with deadline("health.check"):
+            if left <= 0:
+                raise DeadlineExceeded(scope, current_deadlines().budget(scope))
+            with deadline(scope, left):
                 await running.wait()
         except DeadlineExceeded as error:
             # The probe goes on (bounded by its own health.check) for later requests.
-            latency_ms = _ms(trio.current_time() - asked)
-            waited = {"ok": False, "error": error.message, "latency_ms": latency_ms, "age_ms": 0.0}
+            waited = {
+                "ok": False,
+                "error": _budget_message(scope, error),
+                "latency_ms": _ms(trio.current_time() - entry.started_at),
+                "age_ms": 0.0,
+            }
             results[check.name] = (waited, check.critical)
             return
         result = entry.result
@@ -244,6 +286,11 @@ class HealthProbes:
             results[check.name] = ({**cancelled, "age_ms": 0.0}, check.critical)
         else:
             results[check.name] = ({**result.fields, "age_ms": 0.0}, result.critical)
+
+    def _start_probe(self, check: HealthCheck, entry: _Entry, nursery: trio.Nursery) -> None:
+        entry.running = trio.Event()
+        entry.started_at = trio.current_time()
+        nursery.start_soon(self._probe, check, entry, entry.running)
 
     async def _probe(self, check: HealthCheck, entry: _Entry, done: trio.Event) -> None:
         entry.probes += 1

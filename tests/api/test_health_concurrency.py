@@ -147,14 +147,14 @@ async def test_a_cancelled_request_does_not_cancel_the_probe_others_wait_for(
     autojump_clock: trio.testing.MockClock,
 ) -> None:
     probes = HealthProbes()
-    check = CountingCheck(seconds=0.5)
+    check = CountingCheck(seconds=0.4)
     async with trio.open_nursery() as nursery:
         await nursery.start(probes.run)
         with trio.move_on_after(0.1):
             await probes.report([check])  # the client went away
         report = await probes.report([check])
         assert report.checks["counted"]["ok"] is True
-        assert trio.current_time() == pytest.approx(0.5)  # the same probe, not a new one
+        assert trio.current_time() == pytest.approx(0.4)  # the same probe, not a new one
         assert check.calls == 1
         nursery.cancel_scope.cancel()
 
@@ -174,28 +174,67 @@ async def test_a_changed_fingerprint_means_a_fresh_probe(
         nursery.cancel_scope.cancel()
 
 
-async def test_a_hanging_probe_started_earlier_still_bounds_a_late_request(
+async def test_a_request_does_not_queue_behind_a_probe_unanswered_for_health_wait(
     autojump_clock: trio.testing.MockClock, set_deadlines
 ) -> None:
-    set_deadlines({"health": 2.0, "health.check": 1.5})
+    set_deadlines({"health": 2.0, "health.check": 1.5, "health.wait": 0.5})
     probes = HealthProbes()
     hanging = HangingCheck()
     async with trio.open_nursery() as nursery:
         await nursery.start(probes.run)
-        early = trio.Event()
-
-        async def early_request() -> None:
-            await probes.report([hanging])
-            early.set()
-
-        nursery.start_soon(early_request)
-        await trio.sleep(1.4)
+        # The first request waits for the probe it started, for health.wait.
+        first = await probes.report([hanging])
+        assert trio.current_time() == pytest.approx(0.5)
+        assert first.checks["hangs"]["error"] == (
+            "no answer within 0.5 s ('health.wait'); the probe goes on"
+        )
+        await trio.sleep(0.9)
         asked = trio.current_time()
-        report = await probes.report([hanging])
-        # The probe gave up at 1.5 s, on its own deadline; the late request waited 0.1 s.
-        assert trio.current_time() - asked == pytest.approx(0.1)
-        assert report.checks["hangs"]["error"] == "deadline 'health.check' expired after 1.5 s"
-        assert report.checks["hangs"]["latency_ms"] == 1500.0
-        await early.wait()
+        late = await probes.report([hanging])
+        # The probe has gone unanswered for 1.4 s: the late request does not wait at all.
+        assert trio.current_time() == asked
+        assert late.status == "degraded"
+        assert late.checks["hangs"]["latency_ms"] == 1400.0
+        await trio.sleep(0.2)
+        # The probe gave up on its own deadline; its failure is reused like any result.
+        after = await probes.report([hanging])
+        assert after.checks["hangs"]["error"] == "deadline 'health.check' expired after 1.5 s"
         assert hanging.calls == 1
+        nursery.cancel_scope.cancel()
+
+
+async def test_a_critical_check_is_waited_for_up_to_health_check(
+    autojump_clock: trio.testing.MockClock, set_deadlines
+) -> None:
+    set_deadlines({"health": 2.0, "health.check": 1.5, "health.wait": 0.5})
+    probes = HealthProbes()
+    slow = CountingCheck("storage", seconds=1.0)
+    slow.critical = True
+    async with trio.open_nursery() as nursery:
+        await nursery.start(probes.run)
+        report = await probes.report([slow])
+        assert trio.current_time() == pytest.approx(1.0)
+        assert report.status == "ok"
+        nursery.cancel_scope.cancel()
+
+
+async def test_under_steady_polling_the_next_probe_is_ready_before_anyone_waits(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    probes = HealthProbes()
+    check = CountingCheck(seconds=0.3)
+    async with trio.open_nursery() as nursery:
+        await nursery.start(probes.run)
+        await probes.report([check])  # the first probe: nothing to reuse yet
+        waits, ages = [], []
+        for _ in range(50):
+            await trio.sleep(0.1)
+            asked = trio.current_time()
+            report = await probes.report([check])
+            waits.append(trio.current_time() - asked)
+            ages.append(report.checks["counted"]["age_ms"])
+        assert max(waits) == 0  # always a result young enough, while the next one is probed
+        assert max(ages) <= REUSE_S * 1000
+        assert 6 <= check.calls <= 8  # one probe every REFRESH_S + its own 0.3 s: 5 s / 0.8 s
+        nursery.cancel_scope.cancel()
         nursery.cancel_scope.cancel()
