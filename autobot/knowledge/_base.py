@@ -34,7 +34,7 @@ import logging
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import trio
 
@@ -44,13 +44,15 @@ from .._health import WatchedCheck, describe_error
 from .._logging import log_fields
 from ..files import run_file_io
 from ..storage import Fact, FactChange, Store
-from ._embeddings import EmbeddingSource
 from ._fusion import reciprocal_rank_fusion
 from ._index_dir import IndexDir, claim, new_suffix, release
 from ._keyword import KeywordIndex, KeywordIndexUnusable
 from ._limits import NewFact, check_batch, check_fact
 from ._scan import query_terms, scan
-from ._semantic import SemanticIndex
+
+if TYPE_CHECKING:  # numpy is imported only when semantic search is on
+    from ._embeddings import EmbeddingSource
+    from ._semantic import SemanticIndex
 
 __all__ = [
     "MAX_LIMIT",
@@ -174,6 +176,8 @@ class KnowledgeBase:
         if embed_model is not None:
             if embeddings is None:
                 raise ValueError("an embedding model needs a source of embeddings")
+            from ._semantic import SemanticIndex
+
             self.semantic = SemanticIndex(embed_model, embeddings, self._applied_here.update)
         self._rebuild = trio.Event()
         self.rebuilds = 0

@@ -40,7 +40,6 @@ from html.parser import HTMLParser
 from typing import Any
 
 import httpx
-import trafilatura
 
 from .._deadlines import deadline
 from .._errors import AutoBotError
@@ -161,6 +160,8 @@ def _read_html(url: str, html: str) -> tuple[str, str | None, list[str], set[str
         except (httpx.InvalidURL, ValueError):
             pass
     links = _links(base, parser.hrefs)
+    import trafilatura  # here: its import costs start-up more than a crawl's first page
+
     text = (
         trafilatura.extract(
             html,
