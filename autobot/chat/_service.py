@@ -309,7 +309,7 @@ class Answer:
         message: Message | None = None
         if not self._chat_deleted:
             message = Message(
-                new_id(), "assistant", self.text, created_at, status, **self._knowledge_fields()
+                self.id, "assistant", self.text, created_at, status, **self._knowledge_fields()
             )
         gone: dict[str, Any] = {"type": "error", "error": _chat_deleted().to_body()["error"]}
         if message is None:

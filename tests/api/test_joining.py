@@ -45,6 +45,7 @@ async def test_a_joiner_gets_the_snapshot_then_every_later_token_once(
             stored = (await messages_of(client, chat_id))[-1]
             assert (text, stored["status"]) == (stored["content"], "complete")
             assert events[-1]["message"] == stored
+            assert snapshot["message"]["id"] == stored["id"]  # one id from snapshot to history
 
 
 async def test_sse_attach_resumes_after_last_event_id_and_is_204_when_idle(
