@@ -30,8 +30,8 @@ reply) by the predicate it passes to :meth:`CircuitBreaker.attempt`.
 from __future__ import annotations
 
 import enum
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
+from types import TracebackType
 from typing import Any
 
 import trio
@@ -98,8 +98,7 @@ class CircuitBreaker:
             return BreakerState.HALF_OPEN
         return self._state
 
-    @contextmanager
-    def attempt(self, is_failure: Callable[[BaseException], bool]) -> Iterator[None]:
+    def attempt(self, is_failure: Callable[[BaseException], bool]) -> _Attempt:
         """Guard one call to the dependency.
 
         Raises ``open_error`` without running the block while the circuit is
@@ -109,6 +108,10 @@ class CircuitBreaker:
         it is true is a failure. A cancelled block records nothing, so a probe
         that was cancelled leaves the next caller free to probe.
         """
+        return _Attempt(self, is_failure)
+
+    def _admit(self) -> bool:
+        """Let one call through (raising ``open_error`` if not); True if it is the probe."""
         state = self.state
         if state is BreakerState.OPEN or (
             state is BreakerState.HALF_OPEN and self._probe_in_flight
@@ -117,21 +120,25 @@ class CircuitBreaker:
             remaining = self.cooldown_s - (trio.current_time() - self._opened_at)
             raise self._open_error(max(remaining, self.probe_retry_s))
         probing = state is BreakerState.HALF_OPEN
-        epoch = self._epoch
         if probing:
             self._probe_in_flight = True
+        return probing
+
+    def _settle(
+        self,
+        probing: bool,
+        epoch: int,
+        error: BaseException | None,
+        is_failure: Callable[[BaseException], bool],
+    ) -> None:
         try:
-            yield
-        except trio.Cancelled:
-            raise
-        except BaseException as error:
-            if is_failure(error):
-                self._record_failure(probing and epoch == self._epoch)
-            else:
+            if error is None:
                 self._record_success()
-            raise
-        else:
-            self._record_success()
+            elif not isinstance(error, trio.Cancelled):
+                if is_failure(error):
+                    self._record_failure(probing and epoch == self._epoch)
+                else:
+                    self._record_success()
         finally:
             if probing and epoch == self._epoch:
                 self._probe_in_flight = False
@@ -209,3 +216,28 @@ class CircuitBreaker:
             "rejected": self.rejected,
             "closed_by_probe": self.closed_by_probe,
         }
+
+
+class _Attempt:
+    """One guarded call (:meth:`CircuitBreaker.attempt`): a class, as it wraps every
+    Redis command and a generator-based context manager costs more."""
+
+    __slots__ = ("_breaker", "_epoch", "_is_failure", "_probing")
+
+    def __init__(
+        self, breaker: CircuitBreaker, is_failure: Callable[[BaseException], bool]
+    ) -> None:
+        self._breaker = breaker
+        self._is_failure = is_failure
+
+    def __enter__(self) -> None:
+        self._epoch = self._breaker._epoch
+        self._probing = self._breaker._admit()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self._breaker._settle(self._probing, self._epoch, exc, self._is_failure)

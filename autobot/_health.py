@@ -268,7 +268,12 @@ class HealthProbes:
         try:
             if left <= 0:
                 raise DeadlineExceeded(scope, current_deadlines().budget(scope))
-            with deadline(scope, left):
+            waiting = (
+                deadline("health.check", left)
+                if scope == "health.check"
+                else deadline("health.wait", left)
+            )
+            with waiting:
                 await running.wait()
         except DeadlineExceeded as error:
             # The probe goes on (bounded by its own health.check) for later requests.

@@ -80,6 +80,9 @@ class TokenRecorder:
         """Write what is pending, one call at a time, until cancelled."""
         while True:
             await self._pending.wait()
+            # One turn of the scheduler first: the asker's writer, woken by the same
+            # token, sends it before this call takes the CPU (and later tokens join it).
+            await trio.lowlevel.checkpoint()
             self._pending = trio.Event()
             first_seq, deltas, events = self._first_seq, self._deltas, self._events
             self._deltas, self._events = [], []

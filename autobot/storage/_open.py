@@ -8,10 +8,8 @@ from pathlib import Path
 
 from .._config import Settings
 from .._supervisor import Supervisor
-from ..redis import open_redis
 from ._embedded import open_embedded_store
 from ._interface import Store
-from ._redis_store import open_redis_store
 
 __all__ = ["open_store", "store_directory", "store_is_critical"]
 
@@ -42,6 +40,11 @@ async def open_store(
     pub/sub relay) run under ``supervisor``; without one, under the block's own.
     """
     if settings.redis_url:
+        # Here, not at the top: the redis package costs start-up ~0.1 s, and the
+        # embedded default never needs it.
+        from ..redis import open_redis
+        from ._redis_store import open_redis_store
+
         async with open_redis(settings.redis_url, decode_responses=True) as client:
             async with open_redis_store(client, supervisor=supervisor) as store:
                 yield store
