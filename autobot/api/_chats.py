@@ -490,10 +490,9 @@ async def attach(chat_id: str) -> Response:
     meanwhile). A joiner leaving does not cancel the answer.
     """
     resume = _last_event_id(request.headers.get("Last-Event-ID"))
-    progress = await _chat_service().store.answer_progress(
-        (await _chat_service().get_chat(chat_id)).id
-    )
-    if progress is None and resume is None:
+    service = _chat_service()
+    chat = await service.get_chat(chat_id)
+    if resume is None and await service.store.answering(chat.id) is None:
         return TrioResponse(status=204)
     return _follow_response(chat_id, resume)
 

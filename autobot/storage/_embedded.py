@@ -281,6 +281,11 @@ class EmbeddedStore:
             self._fanout.deliver(channel, event)
         return True
 
+    async def answering(self, chat_id: str) -> str | None:
+        await trio.lowlevel.checkpoint()
+        entry = self._answers.get(chat_id)
+        return None if entry is None else entry[0]
+
     async def answer_progress(self, chat_id: str) -> AnswerProgress | None:
         await trio.lowlevel.checkpoint()
         entry = self._answers.get(chat_id)

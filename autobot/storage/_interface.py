@@ -190,6 +190,11 @@ class Store(Protocol):
         """
         ...
 
+    async def answering(self, chat_id: str) -> str | None:
+        """The id of the answer streaming in ``chat_id``, or ``None``: cheap, unlike
+        :meth:`answer_progress`, for a caller that only needs to know whether one is."""
+        ...
+
     async def answer_progress(self, chat_id: str) -> AnswerProgress | None:
         """The answer streaming in ``chat_id`` and its tokens so far; ``None`` when none is."""
         ...

@@ -102,8 +102,11 @@ for i = 4, #ARGV, 2 do
   redis.call('PUBLISH', KEYS[3], ARGV[i + 1])
   seq = seq + 1
 end
-redis.call('EXPIRE', KEYS[1], ARGV[2])
-redis.call('EXPIRE', KEYS[2], ARGV[2])
+-- The TTLs are a safety net for a process that dies: renewed when half gone, not every call.
+if redis.call('TTL', KEYS[2]) < tonumber(ARGV[2]) / 2 then
+  redis.call('EXPIRE', KEYS[1], ARGV[2])
+  redis.call('EXPIRE', KEYS[2], ARGV[2])
+end
 return 1
 """
 
@@ -130,11 +133,15 @@ return stored
 """
 
 # KEYS: the chat's answering key.  ARGV: the answer streams' key prefix.
-# Returns false, or {answer id, XRANGE of its stream}.
+# Returns false, or {answer id, its deltas in order} (flat: cheap to parse however long).
 _ANSWER_PROGRESS = """
 local answer = redis.call('GET', KEYS[1])
 if not answer then return false end
-return {answer, redis.call('XRANGE', ARGV[1] .. answer, '-', '+')}
+local deltas = {}
+for i, entry in ipairs(redis.call('XRANGE', ARGV[1] .. answer, '-', '+')) do
+  deltas[i] = entry[2][2]
+end
+return {answer, deltas}
 """
 
 # KEYS: the chat's answering key, the answer's stream.  ARGV: answer id

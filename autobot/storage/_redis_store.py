@@ -395,14 +395,17 @@ class RedisStore:
         keys = [*self._answer_keys(chat_id, answer_id), self._key("chan", channel)]
         return bool(await self._run("append_answer_tokens", keys, args))
 
+    async def answering(self, chat_id: str) -> str | None:
+        return await self.client.get(self._key("answering", chat_id))
+
     async def answer_progress(self, chat_id: str) -> AnswerProgress | None:
         reply = await self._run(
             "answer_progress", [self._key("answering", chat_id)], [self._key("answer", "")]
         )
         if not reply:
             return None
-        answer_id, entries = reply
-        return AnswerProgress(answer_id, tuple(fields[1] for _, fields in entries))
+        answer_id, deltas = reply
+        return AnswerProgress(answer_id, tuple(deltas))
 
     async def end_answer(self, chat_id: str, answer_id: str) -> None:
         await self._run("end_answer", self._answer_keys(chat_id, answer_id), [answer_id])

@@ -669,6 +669,7 @@ async def test_starting_an_answer_claims_the_chat_stores_the_message_and_returns
     assert await store.lease_owner("answer:x") == "a1"
     progress = await store.answer_progress(chat.id)
     assert progress is not None and (progress.answer_id, progress.seq) == ("a1", 0)
+    assert await store.answering(chat.id) == "a1"
     # Held by a1: a second answer changes nothing.
     again = await store.start_answer(
         chat.id, "a2", "other", lease="answer:x", lease_ttl_s=30, history=3
@@ -702,6 +703,7 @@ async def test_finishing_an_answer_stores_it_frees_the_chat_and_publishes_in_ord
     assert stored and seen == [{"n": 1}, {"n": 2}, {"n": 3}]
     assert (await store.get_messages(chat.id))[-1] == answer
     assert await store.answer_progress(chat.id) is None
+    assert await store.answering(chat.id) is None
     assert await store.lease_owner("L") is None
 
 
