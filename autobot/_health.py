@@ -20,11 +20,14 @@ contract asks of a load balancer's target:
   that needs a fresh result while one runs waits for that one. Two hundred
   concurrent requests cost one probe per dependency, not two hundred.
 * **Nobody queues behind a hung dependency.** A request waits for the probe
-  of a check that can come back by itself (Redis, the LLM) until that probe
+  of a check that can come back by itself (Redis, the LLM) only when its last
+  result was good and nothing has failed since, and then only until that probe
   has run ``health.wait``, counted from the probe's start: once a probe has
   gone unanswered that long, the check is reported failing at once, while
-  the probe goes on for later requests. A critical check is waited for up to
-  ``health.check``: "down" takes a dependency out of service, so it is not
+  the probe goes on for later requests. A check whose last probe failed, or
+  whose dependency's calls failed since (its fingerprint changed), is reported
+  failing at once while it is probed again. A critical check is waited for up
+  to ``health.check``: "down" takes a dependency out of service, so it is not
   said of one that is merely slow.
 * **Bounded twice.** A probe runs under ``health.check`` in a nursery owned by
   the services (:meth:`HealthProbes.run`), not by the request that started it,
@@ -145,6 +148,17 @@ def describe_error(error: BaseException) -> str:
     return f"{type(error).__name__}: {error}" if str(error) else type(error).__name__
 
 
+def _known_trouble(result: _Result | None, fingerprint: object) -> str | None:
+    """Why a check is known to be in trouble without waiting for its next probe, or None."""
+    if result is None:
+        return None
+    if not result.fields["ok"]:
+        return f"{result.fields['error']} (being probed again)"
+    if result.fingerprint != fingerprint:
+        return "calls to it failed since its last probe (being probed again)"
+    return None
+
+
 def _wait_scope(check: HealthCheck) -> str:
     """The scope bounding a wait for ``check``'s probe (never past the probe's own end)."""
     table = current_deadlines()
@@ -263,6 +277,19 @@ class HealthProbes:
             self._start_probe(check, entry, nursery)
         running = entry.running
         assert running is not None
+        trouble = None if check.critical else _known_trouble(result, _fingerprint(check))
+        if trouble is not None:
+            # Known to be failing, or calls to it failed since it was last probed:
+            # say so now, and let the probe find out whether it is back.
+            await trio.lowlevel.checkpoint()
+            known = {
+                "ok": False,
+                "error": trouble,
+                "latency_ms": _ms(trio.current_time() - entry.started_at),
+                "age_ms": 0.0,
+            }
+            results[check.name] = (known, check.critical)
+            return
         scope = _wait_scope(check)
         left = current_deadlines().budget(scope) - (asked - entry.started_at)
         try:

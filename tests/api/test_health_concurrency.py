@@ -170,6 +170,13 @@ async def test_a_changed_fingerprint_means_a_fresh_probe(
         await probes.report([check])
         assert (await probes.report([check])).checks["counted"]["call"] == 1
         failures += 1  # a request just saw the dependency's breaker count a failure
+        asked = trio.current_time()
+        news = (await probes.report([check])).checks["counted"]
+        # Said at once, without waiting for the probe that checks again.
+        assert trio.current_time() == asked
+        assert news["ok"] is False
+        assert news["error"] == "calls to it failed since its last probe (being probed again)"
+        await trio.sleep(0.1)
         assert (await probes.report([check])).checks["counted"]["call"] == 2
         nursery.cancel_scope.cancel()
 
@@ -237,4 +244,25 @@ async def test_under_steady_polling_the_next_probe_is_ready_before_anyone_waits(
         assert max(ages) <= REUSE_S * 1000
         assert 6 <= check.calls <= 8  # one probe every REFRESH_S + its own 0.3 s: 5 s / 0.8 s
         nursery.cancel_scope.cancel()
+        nursery.cancel_scope.cancel()
+
+
+async def test_a_check_that_failed_is_reported_at_once_while_probed_again(
+    autojump_clock: trio.testing.MockClock, set_deadlines
+) -> None:
+    set_deadlines({"health": 2.0, "health.check": 1.5, "health.wait": 0.5})
+    probes = HealthProbes()
+    hanging = HangingCheck()
+    async with trio.open_nursery() as nursery:
+        await nursery.start(probes.run)
+        await trio.sleep(0)
+        nursery.start_soon(probes.report, [hanging])
+        await trio.sleep(1.5 + REUSE_S + 0.1)  # the probe failed and its result expired
+        asked = trio.current_time()
+        report = await probes.report([hanging])
+        assert trio.current_time() == asked
+        assert report.checks["hangs"]["error"] == (
+            "deadline 'health.check' expired after 1.5 s (being probed again)"
+        )
+        assert hanging.calls == 2  # and a new probe is on its way
         nursery.cancel_scope.cancel()
