@@ -8,6 +8,7 @@ import math
 
 import pytest
 import trio
+import trio.lowlevel
 import trio.testing
 
 from autobot import Settings
@@ -255,7 +256,7 @@ async def test_a_check_that_failed_is_reported_at_once_while_probed_again(
     hanging = HangingCheck()
     async with trio.open_nursery() as nursery:
         await nursery.start(probes.run)
-        await trio.sleep(0)
+        await trio.lowlevel.checkpoint()
         nursery.start_soon(probes.report, [hanging])
         await trio.sleep(1.5 + REUSE_S + 0.1)  # the probe failed and its result expired
         asked = trio.current_time()
