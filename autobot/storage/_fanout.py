@@ -12,6 +12,7 @@ listener cannot hold up the others or grow memory without bound.
 
 from __future__ import annotations
 
+from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from typing import Any
@@ -28,29 +29,69 @@ _Hook = Callable[[str], Awaitable[None]]
 
 
 class _Subscriber:
-    """One local subscription: a bounded buffer, read as an async iterator."""
+    """One local subscription: a bounded buffer, read as an async iterator by one task.
 
-    __slots__ = ("channel", "overflowed", "receive", "send")
+    A deque and the reader's parked task, not a memory channel: a process may
+    hold thousands of idle subscriptions (one per WebSocket client), and a
+    channel pair with its state and statistics costs several times the memory
+    for features one reader never uses.
+    """
+
+    __slots__ = ("_buffer", "_closed", "_overflowed", "_reader", "channel")
 
     def __init__(self, channel: str) -> None:
         self.channel = channel
-        self.send, self.receive = trio.open_memory_channel[dict[str, Any]](SUBSCRIBER_BUFFER)
-        self.overflowed = False
+        self._buffer: deque[dict[str, Any]] = deque()
+        self._closed = False
+        self._overflowed = False
+        self._reader: trio.lowlevel.Task | None = None
+
+    def put(self, message: dict[str, Any]) -> None:
+        """Buffer ``message``; a full buffer ends the subscription instead."""
+        if self._closed:
+            return
+        if len(self._buffer) >= SUBSCRIBER_BUFFER:
+            self._overflowed = True
+            self.close()
+            return
+        self._buffer.append(message)
+        self._wake()
+
+    def close(self) -> None:
+        """End the subscription: the reader drains what is buffered, then stops."""
+        self._closed = True
+        self._wake()
+
+    def _wake(self) -> None:
+        if self._reader is not None:
+            task, self._reader = self._reader, None
+            trio.lowlevel.reschedule(task)
 
     def __aiter__(self) -> _Subscriber:
         return self
 
     async def __anext__(self) -> dict[str, Any]:
-        try:
-            return await self.receive.receive()
-        except trio.EndOfChannel:
-            if self.overflowed:
-                raise ServiceUnavailable(
-                    f"subscriber to {self.channel!r} fell more than "
-                    f"{SUBSCRIBER_BUFFER} messages behind",
-                    code="subscriber_too_slow",
-                ) from None
-            raise StopAsyncIteration from None
+        if self._reader is not None:
+            raise trio.BusyResourceError(f"another task is reading {self.channel!r}")
+        if self._buffer or self._closed:
+            await trio.lowlevel.checkpoint()
+        else:
+            self._reader = trio.lowlevel.current_task()
+
+            def abort(_: Any) -> trio.lowlevel.Abort:
+                self._reader = None
+                return trio.lowlevel.Abort.SUCCEEDED
+
+            await trio.lowlevel.wait_task_rescheduled(abort)
+        if self._buffer:
+            return self._buffer.popleft()
+        if self._overflowed:
+            raise ServiceUnavailable(
+                f"subscriber to {self.channel!r} fell more than "
+                f"{SUBSCRIBER_BUFFER} messages behind",
+                code="subscriber_too_slow",
+            )
+        raise StopAsyncIteration
 
 
 class Fanout:
@@ -73,13 +114,7 @@ class Fanout:
     def deliver(self, channel: str, message: dict[str, Any]) -> None:
         """Hand ``message`` to every local subscriber of ``channel``; never blocks."""
         for subscriber in self._channels.get(channel, ()):
-            try:
-                subscriber.send.send_nowait(message)
-            except trio.WouldBlock:
-                subscriber.overflowed = True
-                subscriber.send.close()
-            except trio.ClosedResourceError:
-                pass
+            subscriber.put(message)
 
     @asynccontextmanager
     async def subscribe(self, channel: str) -> AsyncIterator[AsyncIterator[dict[str, Any]]]:
@@ -93,7 +128,7 @@ class Fanout:
             yield subscriber
         finally:
             subscribers.discard(subscriber)
-            subscriber.send.close()
+            subscriber.close()
             if not subscribers and self._channels.get(channel) is subscribers:
                 del self._channels[channel]
                 if self._on_last is not None:
@@ -104,4 +139,4 @@ class Fanout:
         """End every subscription (their iterators finish)."""
         for subscribers in self._channels.values():
             for subscriber in subscribers:
-                subscriber.send.close()
+                subscriber.close()
