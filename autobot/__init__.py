@@ -4,6 +4,15 @@ The public surface is what this module re-exports; every implementation module
 is private. See ``docs/architecture.md`` for how the layers fit together.
 """
 
+import sys as _sys
+
+# httpx imports its command-line client (rich, click, pygments: ~70 modules,
+# several MiB and tens of milliseconds) whenever it is imported, and falls back
+# to a stub ``httpx.main`` when that import fails. A server process never runs
+# the httpx command line, so it is kept out before anything imports httpx.
+if "httpx" not in _sys.modules:
+    _sys.modules.setdefault("httpx._main", None)  # type: ignore[assignment]
+
 from ._breaker import BreakerState, CircuitBreaker
 from ._config import ConfigError, Settings, load_settings
 from ._deadlines import (
