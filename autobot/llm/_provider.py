@@ -44,6 +44,7 @@ from ._failures import is_outage, llm_timeouts
 from ._interface import Message
 from ._lines import excerpt
 from ._ndjson import error_message
+from ._pool import StreamingTransport
 from ._stream import TextStream
 
 __all__ = ["HTTPProvider", "checked_messages", "checked_texts"]
@@ -134,11 +135,10 @@ class HTTPProvider:
     answer streaming at once); it is high on purpose, since waiting for a free
     connection counts against ``llm.connect`` and the provider queues requests
     better than we would. At most ``max_keepalive_connections`` idle
-    connections are kept: httpcore's pool looks at every idle connection on
-    each request, which with hundreds kept cost more than new loopback or LAN
-    connections do (``docs/benchmarks.md``). The circuit breaker opens after
-    ``failure_threshold`` outages in a row (see :func:`is_outage`) and probes
-    again after ``cooldown_s``.
+    connections are kept. The pool is :class:`StreamingTransport`'s, whose
+    cost per request does not grow with the answers streaming at once. The
+    circuit breaker opens after ``failure_threshold`` outages in a row (see
+    :func:`is_outage`) and probes again after ``cooldown_s``.
     """
 
     kind: ClassVar[str]
@@ -164,9 +164,11 @@ class HTTPProvider:
             base_url=self.url + "/",
             headers=headers,
             timeout=httpx.Timeout(None),
-            limits=httpx.Limits(
-                max_connections=max_connections,
-                max_keepalive_connections=max_keepalive_connections,
+            transport=StreamingTransport(
+                limits=httpx.Limits(
+                    max_connections=max_connections,
+                    max_keepalive_connections=max_keepalive_connections,
+                )
             ),
         )
         self.breaker = CircuitBreaker(
