@@ -100,7 +100,7 @@ SCOPES: tuple[ScopeSpec, ...] = (
     ScopeSpec("health.check", 1.5, "one health check; must be shorter than 'health'"),
     ScopeSpec(
         "health.wait",
-        0.5,
+        0.25,
         "how long a health request waits for a probe of a dependency that can come back by "
         "itself (Redis, the LLM), from the probe's start; the probe goes on after it",
     ),

@@ -106,11 +106,11 @@ async def test_results_are_reused_for_a_second_with_their_age(
     autojump_clock: trio.testing.MockClock,
 ) -> None:
     probes = HealthProbes()
-    check = CountingCheck(seconds=0.25)
+    check = CountingCheck(seconds=0.125)  # a binary fraction: the ages below add up exactly
     async with trio.open_nursery() as nursery:
         await nursery.start(probes.run)
         first = (await probes.report([check])).checks["counted"]
-        assert (first["call"], first["age_ms"], first["latency_ms"]) == (1, 0.0, 250.0)
+        assert (first["call"], first["age_ms"], first["latency_ms"]) == (1, 0.0, 125.0)
         await trio.sleep(0.4)
         assert (await probes.report([check])).checks["counted"]["age_ms"] == 400.0
         await trio.sleep(0.6)
@@ -127,35 +127,39 @@ async def test_concurrent_requests_share_the_probe_in_flight(
     autojump_clock: trio.testing.MockClock,
 ) -> None:
     probes = HealthProbes()
-    check = CountingCheck(seconds=0.5)
+    check = CountingCheck(seconds=0.2)
     ages: list[float] = []
+    oks: list[bool] = []
 
     async def request(delay: float) -> None:
         await trio.sleep(delay)
-        ages.append((await probes.report([check])).checks["counted"]["age_ms"])
+        counted = (await probes.report([check])).checks["counted"]
+        ages.append(counted["age_ms"])
+        oks.append(counted["ok"])
 
     async with trio.open_nursery() as nursery:
         await nursery.start(probes.run)
         async with trio.open_nursery() as requests:
             for n in range(100):
-                requests.start_soon(request, n * 0.004)  # all within the one probe
+                requests.start_soon(request, n * 0.0015)  # all within the one probe
         nursery.cancel_scope.cancel()
     assert check.calls == 1
     assert ages == [0.0] * 100  # each waited for the fresh probe
+    assert oks == [True] * 100
 
 
 async def test_a_cancelled_request_does_not_cancel_the_probe_others_wait_for(
     autojump_clock: trio.testing.MockClock,
 ) -> None:
     probes = HealthProbes()
-    check = CountingCheck(seconds=0.4)
+    check = CountingCheck(seconds=0.2)
     async with trio.open_nursery() as nursery:
         await nursery.start(probes.run)
         with trio.move_on_after(0.1):
             await probes.report([check])  # the client went away
         report = await probes.report([check])
         assert report.checks["counted"]["ok"] is True
-        assert trio.current_time() == pytest.approx(0.4)  # the same probe, not a new one
+        assert trio.current_time() == pytest.approx(0.2)  # the same probe, not a new one
         assert check.calls == 1
         nursery.cancel_scope.cancel()
 
