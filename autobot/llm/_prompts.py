@@ -54,15 +54,36 @@ class PromptTemplates:
         # name → (when checked, file version, text); text None: the template was missing.
         self._cache: dict[str, tuple[float, tuple[int, int, int], str | None]] = {}
         self.loads = 0
+        self._looking: dict[str, trio.Event] = {}
 
     async def get(self, name: str) -> str:
-        """The text of template ``name``, from the cache unless the file changed."""
-        cached = self._cache.get(name)
-        if cached is not None and trio.current_time() - cached[0] < self.recheck_s:
-            await trio.lowlevel.checkpoint()
-            if cached[2] is None:
-                raise self._missing(name)
-            return cached[2]
+        """The text of template ``name``, from the cache unless the file changed.
+
+        One look at the file per name at a time: the answers that start while
+        it runs (hundreds, when a burst of chats begins) wait for its result
+        instead of each sending the same three file operations to a thread.
+        """
+        while True:
+            cached = self._cache.get(name)
+            if cached is not None and trio.current_time() - cached[0] < self.recheck_s:
+                await trio.lowlevel.checkpoint()
+                if cached[2] is None:
+                    raise self._missing(name)
+                return cached[2]
+            looking = self._looking.get(name)
+            if looking is None:
+                break
+            await looking.wait()  # bounded by the file.io deadlines of the look itself
+        self._looking[name] = looking = trio.Event()
+        try:
+            return await self._look(name, cached)
+        finally:
+            del self._looking[name]
+            looking.set()
+
+    async def _look(
+        self, name: str, cached: tuple[float, tuple[int, int, int], str | None] | None
+    ) -> str:
         path = await self._path(name)
         checked_at = trio.current_time()
         try:

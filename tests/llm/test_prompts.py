@@ -127,3 +127,25 @@ async def test_lookups_within_the_recheck_window_touch_no_file(
     assert await templates.get("assistant") == "You are AutoBot, changed."
     assert await templates.get("planner") == "You plan."
     assert templates.loads == 3
+
+
+async def test_a_burst_of_lookups_shares_one_look_at_the_file(
+    prompts: trio.Path, tmp_path: Path
+) -> None:
+    templates = PromptTemplates(tmp_path, recheck_s=1.0)
+    texts: list[str] = []
+    missing: list[str] = []
+
+    async def look(name: str) -> None:
+        try:
+            texts.append(await templates.get(name))
+        except NotFound as error:
+            missing.append(error.code)
+
+    async with trio.open_nursery() as nursery:
+        for _ in range(50):
+            nursery.start_soon(look, "assistant")
+            nursery.start_soon(look, "planner")
+    assert texts == ["You are AutoBot."] * 50
+    assert missing == ["prompt_not_found"] * 50
+    assert templates.loads == 1
