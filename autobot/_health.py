@@ -237,10 +237,21 @@ class HealthProbes:
 
     async def _report(self, checks: Sequence[HealthCheck], nursery: trio.Nursery) -> HealthReport:
         results: dict[str, tuple[dict[str, Any], bool]] = {}
-        with deadline("health"):
-            async with trio.open_nursery() as waits:
-                for check in checks:
-                    waits.start_soon(self._collect, check, nursery, results)
+        pending = []
+        for check in checks:
+            reused = self._reused(check, nursery)
+            if reused is None:
+                pending.append(check)
+            else:
+                results[check.name] = reused
+        # Under steady polling every result is reused: no task, no scope, one checkpoint.
+        if not pending:
+            await trio.lowlevel.checkpoint()
+        else:
+            with deadline("health"):
+                async with trio.open_nursery() as waits:
+                    for check in pending:
+                        waits.start_soon(self._collect, check, nursery, results)
         failed = [critical for fields, critical in results.values() if not fields["ok"]]
         if any(failed):
             status = "down"
@@ -257,22 +268,14 @@ class HealthProbes:
         results: dict[str, tuple[dict[str, Any], bool]],
     ) -> None:
         """Put ``check``'s entry in ``results``: reused, from the probe in flight, or fresh."""
-        entry = self._entries.setdefault(check.name, _Entry())
+        reused = self._reused(check, nursery)
+        if reused is not None:
+            await trio.lowlevel.checkpoint()
+            results[check.name] = reused
+            return
+        entry = self._entries[check.name]
         asked = trio.current_time()
         result = entry.result
-        if (
-            result is not None
-            and asked - result.finished_at <= REUSE_S
-            and result.fingerprint == _fingerprint(check)
-        ):
-            if asked - result.finished_at >= REFRESH_S and entry.running is None:
-                self._start_probe(check, entry, nursery)
-            await trio.lowlevel.checkpoint()
-            results[check.name] = (
-                {**result.fields, "age_ms": _ms(asked - result.finished_at)},
-                result.critical,
-            )
-            return
         if entry.running is None:
             self._start_probe(check, entry, nursery)
         running = entry.running
@@ -318,6 +321,24 @@ class HealthProbes:
             results[check.name] = ({**cancelled, "age_ms": 0.0}, check.critical)
         else:
             results[check.name] = ({**result.fields, "age_ms": 0.0}, result.critical)
+
+    def _reused(
+        self, check: HealthCheck, nursery: trio.Nursery
+    ) -> tuple[dict[str, Any], bool] | None:
+        """``check``'s last result if it may be served again (starting the next probe
+        when it is due), else None."""
+        entry = self._entries.setdefault(check.name, _Entry())
+        asked = trio.current_time()
+        result = entry.result
+        if (
+            result is None
+            or asked - result.finished_at > REUSE_S
+            or result.fingerprint != _fingerprint(check)
+        ):
+            return None
+        if asked - result.finished_at >= REFRESH_S and entry.running is None:
+            self._start_probe(check, entry, nursery)
+        return {**result.fields, "age_ms": _ms(asked - result.finished_at)}, result.critical
 
     def _start_probe(self, check: HealthCheck, entry: _Entry, nursery: trio.Nursery) -> None:
         entry.running = trio.Event()
