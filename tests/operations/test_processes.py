@@ -18,7 +18,7 @@ from tests.support.redis_server import RedisProcesses
 
 pytestmark = pytest.mark.slow
 
-TEST_FILES = 8
+TEST_FILES = 5
 # Each test file takes a while and notes in runs.log that it ran to the end.
 TEST_FILE = """\
 import pathlib
