@@ -126,11 +126,19 @@ async def test_facts_reach_the_model_and_the_stored_answer_names_them(
 async def test_at_most_kb_context_facts_go_to_the_model(
     settings: Settings, fake_llm: FakeLLM
 ) -> None:
-    async with grounded_server(settings, fake_llm, kb_context_facts=2) as client:
+    # The limit is under test, not the budget: a loaded machine must not expire the search.
+    roomy = {"kb.answer_context": 10.0}
+    async with grounded_server(settings, fake_llm, kb_context_facts=2, deadlines=roomy) as client:
         for n in range(4):
             await add_facts(client, {"f": f"Gearbox note {n}: the gearbox hums."})
         chat_id = await new_chat(client)
         body = {"content": "Why does the gearbox hum?", "knowledge": True}
+
+        async def all_four_found() -> bool:
+            return len(await search_ids(client, body["content"], 10)) == 4
+
+        with trio.fail_after(10):
+            await eventually(all_four_found)
         message = (await client.post(f"/api/chats/{chat_id}/messages", json=body)).json()
         sources = message["message"]["sources"]
         assert [s["id"] for s in sources] == await search_ids(client, body["content"], 2)
