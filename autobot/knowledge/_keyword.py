@@ -55,6 +55,8 @@ REBUILD_BATCH = 5_000
 WRITER_HEAP = 64_000_000
 
 _WORD = re.compile(r"\w+")
+# Hits read beyond ``limit``, so that facts tied at the cut are chosen by id too.
+_TIE_SLACK = 8
 
 
 class KeywordIndexUnusable(ServiceUnavailable):
@@ -150,10 +152,14 @@ class _Engine:
         try:
             query, _errors = self.index.parse_query_lenient(words, ["text"])
             searcher = self.index.searcher()
-            hits = searcher.search(query, limit, count=False).hits
-            return [(searcher.doc(address)["id"][0], score) for score, address in hits]
+            hits = searcher.search(query, limit + _TIE_SLACK, count=False).hits
+            found = [(searcher.doc(address)["id"][0], score) for score, address in hits]
         except ValueError as error:
             raise KeywordIndexUnusable(f"the keyword index cannot be searched: {error}") from None
+        # Tantivy orders equal scores by where the documents sit, which its background
+        # merges change between two searches: equal scores go by fact id instead.
+        found.sort(key=lambda hit: (-hit[1], hit[0]))
+        return found[:limit]
 
     def count(self) -> int:
         return self.index.searcher().num_docs

@@ -48,6 +48,16 @@ async def test_the_fact_with_more_of_the_terms_ranks_first(tmp_path: Path) -> No
     assert results[0][1] > results[1][1] > 0
 
 
+async def test_facts_with_equal_scores_come_in_the_order_of_their_ids(tmp_path: Path) -> None:
+    index = await KeywordIndex.open(tmp_path / "kw")
+    ids = ["m", "c", "x", "a", "q", "f"]  # added in an order that is not theirs
+    for fact_id in ids:
+        await index.add(fact_id, "The gearbox hums.")  # one commit, one segment each
+    results = await index.search("gearbox", 3)
+    assert len({score for _, score in results}) == 1
+    assert [fact_id for fact_id, _ in results] == ["a", "c", "f"]
+
+
 async def test_query_syntax_is_only_words(tmp_path: Path) -> None:
     index = await KeywordIndex.open(tmp_path / "kw")
     await index.add("a", "Cats and dogs.")
