@@ -18,7 +18,7 @@ so TLS, tracing, keep-alive expiry and cancellation safety stay theirs.
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import AsyncIterable, AsyncIterator
+from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable
 from typing import cast
 
 import httpcore
@@ -57,7 +57,6 @@ class _StreamingPool(httpcore.AsyncConnectionPool):
         )
         self._slots = trio.Semaphore(limits.max_connections or 1_000_000)
         self._idle: dict[_OriginKey, deque[httpcore.AsyncConnectionInterface]] = {}
-        self._idle_count = 0
         self._busy: set[httpcore.AsyncConnectionInterface] = set()
 
     async def handle_async_request(self, request: httpcore.Request) -> httpcore.Response:
@@ -96,11 +95,10 @@ class _StreamingPool(httpcore.AsyncConnectionPool):
         idle = self._idle.get(_key(origin))
         while idle:
             connection = idle.pop()
-            self._idle_count -= 1
             if connection.is_available() and not connection.has_expired():
                 self._busy.add(connection)
                 return connection
-            await _close(connection)
+            await _close_shielded(connection.aclose)
         return self._open_connection(origin)
 
     def _open_connection(self, origin: httpcore.Origin) -> httpcore.AsyncConnectionInterface:
@@ -119,11 +117,8 @@ class _StreamingPool(httpcore.AsyncConnectionPool):
         if connection.is_closed() or not connection.is_idle():
             return  # httpcore closed it: the body was not read to its end, or the exchange failed
         self._idle.setdefault(_key(origin), deque()).append(connection)
-        self._idle_count += 1
-        while self._idle_count > self._max_keepalive_connections:
-            oldest = self._oldest_idle()
-            self._idle_count -= 1
-            await _close(oldest)
+        while sum(map(len, self._idle.values())) > self._max_keepalive_connections:
+            await _close_shielded(self._oldest_idle().aclose)
 
     def _oldest_idle(self) -> httpcore.AsyncConnectionInterface:
         origin, idle = next((o, q) for o, q in self._idle.items() if q)
@@ -140,12 +135,8 @@ class _StreamingPool(httpcore.AsyncConnectionPool):
         connections = self.connections
         self._busy.clear()
         self._idle.clear()
-        self._idle_count = 0
         for connection in connections:
-            await _close(connection)
-
-    async def __aexit__(self, *exc_info: object) -> None:
-        await self.aclose()
+            await _close_shielded(connection.aclose)
 
 
 class _ReleasingStream:
@@ -184,15 +175,12 @@ class _ReleasingStream:
             return
         self._closed = True
         close = getattr(self._stream, "aclose", None)
-        with trio.CancelScope(shield=True):
-            try:
-                if close is not None:
-                    with deadline("llm.close"):
-                        await close()
-            except DeadlineExceeded:
-                pass
-            finally:
-                await self._pool._release(self._connection, self._origin)  # noqa: ASYNC102
+        try:
+            if close is not None:
+                await _close_shielded(close)
+        finally:
+            # Its only waits are shielded closes: it completes in a cancelled task too.
+            await self._pool._release(self._connection, self._origin)  # noqa: ASYNC102
 
 
 _OriginKey = tuple[bytes, bytes, int]
@@ -202,10 +190,11 @@ def _key(origin: httpcore.Origin) -> _OriginKey:
     return (origin.scheme, origin.host, origin.port)  # Origin itself is not hashable
 
 
-async def _close(connection: httpcore.AsyncConnectionInterface) -> None:
+async def _close_shielded(close: Callable[[], Awaitable[object]]) -> None:
+    """Run ``close`` shielded from cancellation, bounded by ``llm.close``."""
     with trio.CancelScope(shield=True):
         try:
             with deadline("llm.close"):
-                await connection.aclose()
+                await close()
         except DeadlineExceeded:
             pass

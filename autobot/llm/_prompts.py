@@ -24,6 +24,9 @@ __all__ = ["PromptTemplates"]
 # How long a lookup trusts the last look at the file.
 RECHECK_S = 1.0
 
+# When checked, the file's version (mtime, size, inode), its text (None: missing).
+_Cached = tuple[float, tuple[int, int, int], str | None]
+
 # Parts separated by "/", none starting with "." (so neither ".." nor hidden files).
 _NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]*(?:/[A-Za-z0-9_][A-Za-z0-9_.-]*)*")
 
@@ -51,8 +54,8 @@ class PromptTemplates:
         self.directory = trio.Path(data_dir) / "prompts"
         self.suffix = suffix
         self.recheck_s = recheck_s
-        # name → (when checked, file version, text); text None: the template was missing.
-        self._cache: dict[str, tuple[float, tuple[int, int, int], str | None]] = {}
+        # name → its last look at the file (see _Cached).
+        self._cache: dict[str, _Cached] = {}
         self.loads = 0
         self._looking: dict[str, trio.Event] = {}
 
@@ -81,9 +84,7 @@ class PromptTemplates:
             del self._looking[name]
             looking.set()
 
-    async def _look(
-        self, name: str, cached: tuple[float, tuple[int, int, int], str | None] | None
-    ) -> str:
+    async def _look(self, name: str, cached: _Cached | None) -> str:
         path = await self._path(name)
         checked_at = trio.current_time()
         try:
